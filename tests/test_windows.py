@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from finer.windows import bucket_length, make_windows, pad_windows, word_probabilities
+
+
+def owners(windows):
+    seen = {}
+    for k, w in enumerate(windows):
+        for word, own in zip(w.token_words, w.owned):
+            if own:
+                assert word not in seen, "a word is predicted twice"
+                seen[word] = k
+    return seen
+
+
+def test_short_document_is_one_window_with_specials():
+    ws = make_windows([5, 6, 7], [0, 0, 1], cls_id=1, sep_id=2, max_length=8, stride=2)
+    assert len(ws) == 1
+    assert ws[0].input_ids == [1, 5, 6, 7, 2]
+    assert ws[0].owned == [False, True, False, True, False]
+
+
+def test_long_document_every_word_predicted_once_with_context():
+    n_words = 100
+    token_words = [w for w in range(n_words) for _ in range(2)]  # two sub-tokens per word
+    ids = list(range(10, 10 + len(token_words)))
+    ws = make_windows(ids, token_words, cls_id=1, sep_id=2, max_length=18, stride=6)
+    assert len(ws) > 1 and all(len(w.input_ids) <= 18 for w in ws)
+    own = owners(ws)
+    assert sorted(own) == list(range(n_words))
+    # a word owned by window k sits away from that window's cut edges (except at the document ends)
+    for k, w in enumerate(ws):
+        positions = [i for i, o in enumerate(w.owned) if o]
+        if 0 < k < len(ws) - 1:
+            assert min(positions) >= 2 and max(positions) <= len(w.input_ids) - 3
+
+
+def test_invalid_geometry():
+    with pytest.raises(ValueError):
+        make_windows([1], [0], cls_id=1, sep_id=2, max_length=10, stride=8)
+
+
+def test_buckets_and_padding():
+    assert bucket_length(5, [32, 64]) == 32 and bucket_length(40, [32, 64]) == 64 and bucket_length(70, [32, 64]) == 70
+    ws = make_windows([5, 6], [0, 1], cls_id=1, sep_id=2, max_length=8, stride=1)
+    arr = pad_windows(ws, 6, pad_id=0)
+    assert arr["input_ids"].tolist() == [[1, 5, 6, 2, 0, 0]]
+    assert arr["attention_mask"].tolist() == [[1, 1, 1, 1, 0, 0]]
+    assert arr["word_ids"].tolist() == [[-1, 0, 1, -1, -1, -1]]
+
+
+def test_word_probabilities_pick_owned_positions():
+    logits = np.zeros((1, 4, 3), dtype=np.float32)
+    logits[0, 1, 2] = 10.0
+    word_ids = np.array([[-1, 0, -1, -1]], dtype=np.int32)
+    p = word_probabilities(logits, word_ids, n_words=2)
+    assert p[0].argmax() == 2 and p[1].argmax() == 0 and np.allclose(p.sum(-1), 1.0)

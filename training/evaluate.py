@@ -1,0 +1,188 @@
+"""Entity-level evaluation: seqeval (IOB2, strict) per class, micro/macro/weighted, confusion matrix.
+
+Predictions go through `finer.pipeline` (the windows and per-word decoding that serving uses), so
+these numbers are the numbers of the served model. Scored twice: on the test sentences that hold a
+tag of the scope (the seed's setting) and on all test sentences (what a filing looks like).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from finer.labels import LabelScope, entity_type
+from finer.pipeline import TaggerConfig, encode, plain_tokenizer, word_tags
+
+LogitsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def torch_logits(model) -> LogitsFn:
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = model(input_ids=torch.from_numpy(input_ids).to(device),
+                        attention_mask=torch.from_numpy(attention_mask).to(device))
+        return out.logits.float().cpu().numpy()
+
+    return run
+
+
+def predict(logits_fn: LogitsFn, tokenizer, rows: Sequence[dict], config: TaggerConfig,
+            batch_size: int = 32, desc: str = "predicting") -> list[list[str]]:
+    """Tags per sentence; sentences are length-sorted into batches (less padding), order restored."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["tokens"]))
+    out: list[list[str]] = [[] for _ in rows]
+    for i in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+        idx = order[i : i + batch_size]
+        docs = [rows[j]["tokens"] for j in idx]
+        enc = encode(tokenizer, docs, config)
+        tags, _ = word_tags(logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids, enc.n_words, config.labels)
+        offset = 0
+        for j, doc in zip(idx, docs):
+            out[j] = tags[offset : offset + len(doc)]
+            offset += len(doc)
+    return out
+
+
+def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
+    """seqeval's strict IOB2 report as a dict: per class and micro/macro/weighted avg."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    report = classification_report(gold, pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
+    return {k: {m: float(v) for m, v in d.items()} for k, d in report.items()}
+
+
+def word_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list[str], np.ndarray]:
+    """Word-level confusion between entity types (B/I merged), 'O' first; rows gold, columns predicted."""
+    types = sorted({entity_type(t) for s in gold + pred for t in s} - {""})
+    names = ["O", *types]
+    index = {n: i for i, n in enumerate(names)}
+    m = np.zeros((len(names), len(names)), dtype=np.int64)
+    for gs, ps in zip(gold, pred):
+        for g, p in zip(gs, ps):
+            m[index[entity_type(g) or "O"], index[entity_type(p) or "O"]] += 1
+    return names, m
+
+
+def plot_confusion(names: list[str], matrix: np.ndarray, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Row-normalised so rare types are as readable as frequent ones; the O->O cell would swamp the scale.
+    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = max(5, 0.35 * len(names) + 3)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    short = [n if len(n) <= 40 else n[:37] + "..." for n in names]
+    ax.set_xticks(range(len(names)), short, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), short, fontsize=7)
+    if len(names) <= 12:
+        for (i, j), v in np.ndenumerate(matrix):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="black" if norm[i, j] < 0.6 else "white")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], scope: LabelScope, config: TaggerConfig,
+                  out_dir: Path, batch_size: int = 32) -> dict:
+    """Scores on the filtered and the unfiltered test set; writes report JSON and confusion PNGs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    known = set(config.labels)
+    gold_all = [[t if t in known else "O" for t in scope.restrict(r["ner_tags"])] for r in rows]
+    pred_all = predict(logits_fn, tokenizer, rows, config, batch_size=batch_size, desc="test (all sentences)")
+    keep = [i for i, g in enumerate(gold_all) if any(t != "O" for t in g)]
+    results = {}
+    for name, idx in (("filtered", keep), ("unfiltered", range(len(rows)))):
+        gold = [gold_all[i] for i in idx]
+        pred = [pred_all[i] for i in idx]
+        names, matrix = word_confusion(gold, pred)
+        results[name] = {
+            "sentences": len(gold),
+            "report": entity_scores(gold, pred),
+            "confusion": {"labels": names, "matrix": matrix.tolist()},
+        }
+        plot_confusion(names, matrix, out_dir / f"confusion_{name}.png",
+                       f"word-level confusion, {name} test ({len(gold)} sentences), rows normalised")
+    (out_dir / "evaluation.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def summary_table(results: dict, types: Sequence[str] | None = None) -> str:
+    """Markdown table: per class and averages, filtered vs unfiltered."""
+    f, u = results["filtered"]["report"], results["unfiltered"]["report"]
+    classes = sorted(k for k in u if not k.endswith("avg"))
+    if types is not None:
+        classes = [c for c in classes if c in types]
+    lines = ["| class | support | P | R | F1 (filtered) | F1 (unfiltered) |", "|---|---:|---:|---:|---:|---:|"]
+    for c in [*classes, "micro avg", "macro avg", "weighted avg"]:
+        fr, ur = f.get(c, {}), u.get(c, {})
+        lines.append(f"| {c} | {int(ur.get('support', 0))} | {ur.get('precision', 0):.3f} | {ur.get('recall', 0):.3f} "
+                     f"| {fr.get('f1-score', 0):.3f} | {ur.get('f1-score', 0):.3f} |")
+    return "\n".join(lines)
+
+
+def load_model(model_dir: str):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForTokenClassification.from_pretrained(model_dir)
+    return model, tokenizer
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.data import DataError, LoadReport, load_splits, resolve_source
+    from training.features import tagger_config
+
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("model", help="trained model folder (runs/<name>/model)")
+    p.add_argument("--data", default="hub", help="'hub' (FiNER-139) or a FiNER-format folder/zip/jsonl")
+    p.add_argument("--split", default="test")
+    p.add_argument("--scope", default=None, help="label scope; default: the model's labels")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--out", default=None, help="folder for evaluation.json and confusion PNGs (default: beside the model)")
+    p.add_argument("--batch-size", type=int, default=32)
+    a = p.parse_args(argv)
+    try:
+        if not (Path(a.model) / "config.json").is_file():
+            raise DataError(f"{a.model}: not a trained model folder (no config.json); train one with `make train`")
+        model, tokenizer = load_model(a.model)
+        labels = model.config.id2label
+        scope = LabelScope.parse(a.scope) if a.scope else LabelScope(
+            "model", tuple(dict.fromkeys(entity_type(t) for t in labels.values() if t != "O")))
+        report = LoadReport()
+        rows = load_splits(resolve_source(a.data), report).get(a.split)
+        if not rows:
+            raise DataError(f"{a.data}: no '{a.split}' split")
+        rows = rows[: a.max_samples]
+        print(report.summary(), file=sys.stderr)
+        config = tagger_config(tokenizer, labels)
+        out = Path(a.out) if a.out else Path(a.model).parent / "evaluation"
+        results = evaluate_rows(torch_logits(model), plain_tokenizer(tokenizer.backend_tokenizer), rows, scope, config, out, a.batch_size)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(summary_table(results))
+    print(f"\nwritten: {out}/evaluation.json, {out}/confusion_filtered.png, {out}/confusion_unfiltered.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

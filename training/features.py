@@ -1,0 +1,78 @@
+"""Sentences -> labelled training windows (sub-word label alignment).
+
+The windows are the ones serving makes (`finer.windows.make_windows`), so a sentence longer than
+the model's context is trained on the way it will be predicted. A word's label goes on its first
+sub-token (FiNER and the seed) or, with `label_all`, on all its sub-tokens (B- continuations as I-).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from finer.windows import make_windows
+
+IGNORE = -100  # positions the loss and the metrics skip
+
+
+def special_ids(tokenizer) -> tuple[int, int, int]:
+    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sep_id
+    return cls_id, sep_id, pad_id
+
+
+def windows_with_labels(
+    tokenizer,
+    rows: Sequence[dict],
+    label2id: dict[str, int],
+    *,
+    max_length: int,
+    stride: int,
+    label_all: bool = False,
+    desc: str = "tokenising",
+) -> list[dict]:
+    cls_id, sep_id, _ = special_ids(tokenizer)
+    features = []
+    chunk = 1024
+    with tqdm(total=len(rows), desc=desc, unit="sent") as bar:
+        for i in range(0, len(rows), chunk):
+            batch = rows[i : i + chunk]
+            enc = tokenizer([r["tokens"] for r in batch], is_split_into_words=True, add_special_tokens=False)
+            for j, row in enumerate(batch):
+                ids = [label2id[t] for t in row["ner_tags"]]
+                for w in make_windows(enc["input_ids"][j], enc.word_ids(j), cls_id=cls_id, sep_id=sep_id,
+                                      max_length=max_length, stride=stride):
+                    features.append({
+                        "input_ids": w.input_ids,
+                        "attention_mask": [1] * len(w.input_ids),
+                        "labels": _labels(w, ids, label2id, label_all),
+                    })
+            bar.update(len(batch))
+    return features
+
+
+def _labels(window, word_labels: list[int], label2id: dict[str, int], label_all: bool) -> list[int]:
+    owned_words = {w for w, own in zip(window.token_words, window.owned) if own}
+    id2label = {v: k for k, v in label2id.items()} if label_all else None
+    out = []
+    for word, own in zip(window.token_words, window.owned):
+        if own:
+            out.append(word_labels[word])
+        elif label_all and word in owned_words:
+            tag = id2label[word_labels[word]]
+            inside = "I-" + tag[2:] if tag.startswith("B-") else tag
+            out.append(label2id.get(inside, word_labels[word]))
+        else:
+            out.append(IGNORE)
+    return out
+
+
+def tagger_config(tokenizer, id2label: dict, max_length: int = 128, stride: int = 32):
+    """The serving-side description of a trained model (saved as finer.json on export)."""
+    from finer.pipeline import TaggerConfig
+
+    cls_id, sep_id, pad_id = special_ids(tokenizer)
+    labels = [id2label[i] for i in range(len(id2label))]
+    return TaggerConfig(labels=labels, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id,
+                        max_length=max_length, stride=stride)

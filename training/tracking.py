@@ -1,0 +1,53 @@
+"""MLflow tracking: a local SQLite store and artifact folder, no server needed to record a run.
+
+Browse with: mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import mlflow
+
+
+@contextlib.contextmanager
+def start_run(tracking_uri: str, artifact_root: str, experiment: str, run_name: str = ""):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no phoning home
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the Trainer's MLflowCallback reads it
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=Path(artifact_root).resolve().as_uri())
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name or None) as run:
+        yield run
+
+
+def log_results(run, results: dict, eval_dir: Path, model_dir: Path, registered_model: str, extra: dict) -> str | None:
+    """Test metrics, the per-class report, confusion plots, the model folder and a registered version."""
+    metrics = dict(extra)
+    for name, r in results.items():
+        for avg in ("micro avg", "macro avg", "weighted avg"):
+            for m in ("precision", "recall", "f1-score"):
+                metrics[f"test_{name}_{avg.split()[0]}_{m.replace('-score', '')}"] = r["report"][avg][m]
+        for cls, d in r["report"].items():
+            if not cls.endswith("avg"):
+                metrics[f"test_{name}_f1.{cls}"[:250]] = d["f1-score"]
+    mlflow.log_metrics(metrics)
+    mlflow.log_artifacts(str(eval_dir), artifact_path="evaluation")
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    mlflow.log_dict({k: v["report"] for k, v in results.items()}, "evaluation/classification_report.json")
+    if not registered_model:
+        return None
+    # The model is logged as a plain Hugging Face folder (what export reads), not an MLflow flavour,
+    # so the version is created from its artifact URI rather than through mlflow.register_model.
+    client = mlflow.MlflowClient()
+    with contextlib.suppress(mlflow.exceptions.MlflowException):
+        client.create_registered_model(registered_model)
+    version = client.create_model_version(registered_model, source=mlflow.get_artifact_uri("model"),
+                                          run_id=run.info.run_id)
+    mlflow.set_tag("registered_model_version", version.version)
+    (model_dir / "mlflow.json").write_text(json.dumps(
+        {"run_id": run.info.run_id, "model_uri": f"models:/{registered_model}/{version.version}"}) + "\n")
+    return version.version

