@@ -18,7 +18,7 @@ class Word(NamedTuple):
 
 _WORD_RE = re.compile(
     r"""
-    (?:[A-Za-z]\.){2,}(?![A-Za-z])         # abbreviations: U.S., L.P.
+    (?:\w+-)?(?:[A-Za-z]\.){2,}(?![A-Za-z])  # abbreviations: U.S., L.P., non-U.S.
     | \d+(?:[.,]\d+)*(?!\w|-\w)            # numbers: 2014, 1,893.6, 7.00 (not 15th, not 10-K)
     | \.\d+(?!\w)                          # .5
     | (?=[\w'’-]*[^\W\d_])\w+(?:[-'’]\w+)+  # compounds with a letter: 10-K, three-year, company's

@@ -24,7 +24,7 @@ def test_numbers_stay_whole_and_symbols_stand_apart():
 
 
 def test_compounds_and_abbreviations():
-    assert texts("the U.S. 10-K three-year term loan's") == ["the", "U.S.", "10-K", "three-year", "term", "loan's"]
+    assert texts("the U.S. and non-U.S. 10-K three-year term loan's") == ["the", "U.S.", "and", "non-U.S.", "10-K", "three-year", "term", "loan's"]
     assert texts("5-10 years") == ["5", "-", "10", "years"]
 
 

