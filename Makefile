@@ -26,7 +26,7 @@ endif
 export TOKENIZERS_PARALLELISM = false
 export MLFLOW_DISABLE_TELEMETRY = true
 
-.PHONY: help setup corpus train evaluate test mlflow-ui clean
+.PHONY: help setup corpus train evaluate export rollback serve test mlflow-ui clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -52,6 +52,20 @@ train: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## fine-tune
 
 evaluate: setup  ## score $(RUN)/model on the test split, filtered and unfiltered
 	$(PY) -m training.evaluate $(RUN)/model --data "$(DATA)" $(ARGS)
+
+MODEL ?= $(RUN)/model
+export: setup  ## export MODEL (a run's model folder or models:/finer/<v>) as a new version in model_repository
+	$(PY) -m training.export "$(MODEL)" $(EXPORT_FLAGS)
+
+rollback: setup  ## retire the newest exported version (restart the server afterwards)
+	$(PY) -m training.export --rollback
+
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+serve: setup  ## serve the ensemble on 127.0.0.1 (trains + exports a model first if none exists)
+	$(PY) -m server.bootstrap
+	$(PY) -m server --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 test: setup  ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

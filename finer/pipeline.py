@@ -65,14 +65,21 @@ class Encoded:
     n_words: int
 
 
-def encode(tokenizer, documents: Sequence[Sequence[str]], config: TaggerConfig) -> Encoded:
-    """Window a batch of split documents. `tokenizer` is a `tokenizers.Tokenizer`.
+def tokenize(tokenizer, documents: Sequence[Sequence[str]]) -> list:
+    """Sub-tokens of split documents (no special tokens: the windows add them)."""
+    return tokenizer.encode_batch([list(d) for d in documents], is_pretokenized=True, add_special_tokens=False)
+
+
+def encode(tokenizer, documents: Sequence[Sequence[str]], config: TaggerConfig, encodings: list | None = None) -> Encoded:
+    """Window a batch of split documents. `tokenizer` is a `tokenizers.Tokenizer`; pass `encodings`
+    from `tokenize` when the caller already has them (e.g. to check sizes first).
 
     Word indices run on across documents, so one array covers the whole request.
     A request with no words still yields one (empty) window: a zero-sized batch is not a tensor
     every runtime accepts.
     """
-    encodings = tokenizer.encode_batch([list(d) for d in documents], is_pretokenized=True, add_special_tokens=False)
+    if encodings is None:
+        encodings = tokenize(tokenizer, documents)
     windows = []
     offset = 0
     for words, enc in zip(documents, encodings):

@@ -249,7 +249,7 @@ def build_corpus(filings_dir: str | Path, out_dir: str | Path = DEFAULT_OUT, *,
         }
 
     stats = {
-        "filings_dir": str(filings_dir),
+        "filings_dir": str(filings_dir.resolve()),
         "out_dir": str(out_dir),
         "manifest": str(manifest_path) if manifest_path else None,
         "seed": seed,

@@ -1,0 +1,100 @@
+"""Triton Python model: documents (TEXT) -> padded sub-token windows for finer_model.
+
+Words are split FiNER-style (`finer.words.split_words`), so `7.00%` reaches the tokenizer as
+`7.00 %` exactly as in training, then `finer.pipeline.encode` cuts long documents into overlapping
+windows padded to a few length buckets (equal shapes let Triton's dynamic batcher merge requests).
+WORD_SPANS carries every word's (document, start, end) so postprocess rebuilds the same words
+without splitting again.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from finer import artifacts
+from finer.pipeline import TaggerConfig, encode, load_tokenizer, tokenize
+from finer.windows import window_count
+from finer.words import split_words
+
+
+class RequestError(ValueError):
+    """A problem with the request itself: answered as INVALID_ARGUMENT."""
+
+
+def decode_texts(raw: np.ndarray) -> list[str]:
+    texts = []
+    for i, item in enumerate(raw.reshape(-1)):
+        if isinstance(item, str):
+            texts.append(item)
+            continue
+        try:
+            texts.append(bytes(item).decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise RequestError(
+                f"TEXT[{i}] is not valid UTF-8 (byte {e.start}: {bytes(item)[e.start:e.start + 1]!r}): "
+                "send documents as UTF-8 text"
+            ) from None
+    return texts
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.max_documents = int(params["max_documents"])
+        self.max_windows = int(params["max_windows"])
+        # The exported model is the sibling `finer_model`: its newest version folder.
+        folder = artifacts.latest(Path(args["model_repository"]).parent / artifacts.MODEL_NAME)
+        self.config = TaggerConfig.load(folder)
+        self.tokenizer = load_tokenizer(folder / "tokenizer.json")
+        self.encode(["Warm up: 7.00% of $100 million."])
+        pb_utils.Logger.log_info(f"finer_preprocess: tokenizer and windows from {folder}")
+
+    def encode(self, texts: list[str]):
+        if len(texts) > self.max_documents:
+            raise RequestError(
+                f"{len(texts)} documents > max_documents {self.max_documents}: send fewer documents per request"
+            )
+        documents = [split_words(t) for t in texts]
+        words = [[w.text for w in d] for d in documents]
+        # Count windows before building them: a huge document would otherwise cost minutes in windowing.
+        encodings = tokenize(self.tokenizer, words)
+        lengths = [len(e.ids) for e in encodings]
+        counts = [window_count(n, max_length=self.config.max_length, stride=self.config.stride) for n in lengths]
+        for i, n in enumerate(counts):
+            if n > self.max_windows:
+                raise RequestError(
+                    f"document TEXT[{i}] is too long: {n} windows > limit {self.max_windows} "
+                    f"({lengths[i]} sub-tokens); split the text"
+                )
+        if sum(counts) > self.max_windows:
+            raise RequestError(
+                f"the documents need {sum(counts)} windows together > limit {self.max_windows}: "
+                "send fewer documents per request"
+            )
+        encoded = encode(self.tokenizer, words, self.config, encodings)
+        spans = np.array(
+            [(d, w.start, w.end) for d, doc in enumerate(documents) for w in doc], dtype=np.int32
+        ).reshape(-1, 3)
+        return encoded, spans
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                texts = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
+                encoded, spans = self.encode(texts)
+            except RequestError as e:
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)))
+                continue
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("INPUT_IDS", encoded.input_ids),
+                pb_utils.Tensor("ATTENTION_MASK", encoded.attention_mask),
+                pb_utils.Tensor("WORD_IDS", encoded.word_ids),
+                pb_utils.Tensor("WORD_SPANS", spans),
+            ]))
+        return responses

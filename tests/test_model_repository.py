@@ -1,0 +1,106 @@
+"""The model repository's configs keep the contract clients and the official container rely on."""
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from conftest import ROOT
+from finer import artifacts
+from finer.pipeline import TaggerConfig
+from finer.windows import make_windows, window_count
+
+REPO = ROOT / "model_repository"
+
+
+def load(name: str) -> mc.ModelConfig:
+    return text_format.Parse((REPO / name / "config.pbtxt").read_text(), mc.ModelConfig())
+
+
+def params(config: mc.ModelConfig) -> dict[str, str]:
+    return {k: v.string_value for k, v in config.parameters.items()}
+
+
+def tensors(items) -> dict[str, tuple[int, list[int]]]:
+    return {t.name: (t.data_type, list(t.dims)) for t in items}
+
+
+def test_every_config_parses_with_its_own_name():
+    for name in ("finer", "finer_preprocess", "finer_model", "finer_postprocess"):
+        assert load(name).name == name
+
+
+def test_ensemble_contract():
+    config = load("finer")
+    assert config.platform == "ensemble" and config.max_batch_size == 0
+    assert tensors(config.input) == {"TEXT": (mc.TYPE_STRING, [-1])}
+    assert tensors(config.output) == {"ENTITIES": (mc.TYPE_STRING, [-1])}
+    assert params(config)["max_documents"] == "64"
+    assert (REPO / "finer" / "1").is_dir()  # Triton needs a version folder even for an ensemble
+
+
+def test_ensemble_steps_are_wired():
+    config = load("finer")
+    available = {t.name for t in config.input}
+    for step in config.ensemble_scheduling.step:
+        model = load(step.model_name)
+        assert set(step.input_map) == {t.name for t in model.input}, step.model_name
+        assert set(step.input_map.values()) <= available, step.model_name
+        assert set(step.output_map) <= {t.name for t in model.output}, step.model_name
+        available |= set(step.output_map.values())
+    assert {t.name for t in config.output} <= available
+
+
+def test_limits_agree_across_configs():
+    ensemble, pre, model = params(load("finer")), params(load("finer_preprocess")), load("finer_model")
+    assert ensemble["max_documents"] == pre["max_documents"]
+    assert ensemble["max_windows"] == pre["max_windows"] == str(model.max_batch_size)
+
+
+def test_python_steps():
+    pre, post = load("finer_preprocess"), load("finer_postprocess")
+    assert pre.backend == post.backend == "python" and pre.max_batch_size == post.max_batch_size == 0
+    assert tensors(pre.output) == {
+        "INPUT_IDS": (mc.TYPE_INT64, [-1, -1]), "ATTENTION_MASK": (mc.TYPE_INT64, [-1, -1]),
+        "WORD_IDS": (mc.TYPE_INT32, [-1, -1]), "WORD_SPANS": (mc.TYPE_INT32, [-1, 3]),
+    }
+    assert tensors(post.input)["LOGITS"] == (mc.TYPE_FP32, [-1, -1, -1])
+    assert (REPO / "finer_preprocess" / "1" / "model.py").is_file()
+    assert (REPO / "finer_postprocess" / "1" / "model.py").is_file()
+
+
+def test_onnx_model_config():
+    config = load("finer_model")
+    assert config.backend == "onnxruntime" and config.max_batch_size > 0
+    assert tensors(config.input) == {"input_ids": (mc.TYPE_INT64, [-1]), "attention_mask": (mc.TYPE_INT64, [-1])}
+    assert tensors(config.output) == {"logits": (mc.TYPE_FP32, [-1, -1])}  # export frees the label axis
+    assert 0 < config.dynamic_batching.max_queue_delay_microseconds <= 5000
+    assert [(g.kind, g.count) for g in config.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
+    assert {"intra_op_thread_count", "inter_op_thread_count"} <= set(params(config))
+    default_buckets = next(f for f in fields(TaggerConfig) if f.name == "buckets").default_factory()
+    warmed = sorted(w.inputs["input_ids"].dims[0] for w in config.model_warmup)
+    assert warmed == sorted(default_buckets)
+
+
+def test_latest_version_is_numeric_and_complete(tmp_path: Path):
+    with pytest.raises(artifacts.MissingArtifacts, match="make export"):
+        artifacts.latest(tmp_path)
+    for version in ("2", "10"):
+        (tmp_path / version).mkdir()
+        for name in artifacts.FILES:
+            (tmp_path / version / name).write_text("x")
+    (tmp_path / "notes").mkdir()
+    assert artifacts.latest(tmp_path) == tmp_path / "10"
+    (tmp_path / "11").mkdir()
+    with pytest.raises(artifacts.MissingArtifacts, match="lacks model.onnx"):
+        artifacts.latest(tmp_path)
+
+
+@pytest.mark.parametrize("max_length,stride", [(128, 32), (10, 3), (34, 0)])
+def test_window_count_matches_make_windows(max_length, stride):
+    for n in range(0, 400):
+        built = make_windows(list(range(n)), list(range(n)), cls_id=1, sep_id=2, max_length=max_length, stride=stride)
+        assert window_count(n, max_length=max_length, stride=stride) == len(built)
