@@ -1,0 +1,247 @@
+"""training.export: a trained model folder (or MLflow URI) -> a checked, numbered finer_model version."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finer.labels import LabelScope
+from finer.pipeline import TaggerConfig, encode, load_tokenizer
+from finer.words import split_words
+from tiny_model import WORDS, build_tiny_model
+from training import export
+from training.export import ExportError, export_model, rollback
+
+FILES = {"model.onnx", "tokenizer.json", "finer.json", "export.json"}
+SENTENCE = "The senior notes bear interest at 7.00% per annum and the revolving credit facility has a maximum borrowing capacity of $750 million."
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, tmp_path_factory):
+    """One CLI export into a fresh repository: (repository, what the CLI printed)."""
+    repository = tmp_path_factory.mktemp("repo")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = export.main([str(tiny), "--repository", str(repository)])
+    assert code == 0
+    return repository, out.getvalue()
+
+
+def versions_in(repository: Path) -> list[str]:
+    return sorted(p.name for p in (repository / "finer_model").iterdir())
+
+
+def torch_logits(folder: Path, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        return model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)).logits.numpy()
+
+
+def test_cli_writes_version_one_with_every_file(exported):
+    repository, printed = exported
+    version = repository / "finer_model" / "1"
+    assert versions_in(repository) == ["1"]  # no staging folder left behind
+    assert {p.name for p in version.iterdir()} == FILES
+    assert str(version) in printed and "parity" in printed
+    info = json.loads((version / "export.json").read_text())
+    assert info["precision"] == "fp32" and info["quantisation"] is None
+    assert info["exporter"].startswith("optimum")
+    assert info["parity"]["export"]["max_abs_diff"] <= 1e-4
+    assert info["parity"]["optimised"]["max_abs_diff"] <= 1e-4
+    assert info["optimisation"]["fused"].get("Attention") == 2  # one fused attention per layer
+    config = TaggerConfig.load(version)
+    assert config.labels == LabelScope.parse("debt").label_names
+    assert (config.cls_id, config.sep_id, config.pad_id, config.max_length) == (2, 3, 0, 128)
+
+
+def test_onnx_signature_is_dynamic_in_every_axis(exported):
+    import onnxruntime as ort
+
+    # What Triton's ONNX Runtime backend compares with config.pbtxt: the session's own view. The label
+    # axis is dynamic too, so logits dims [-1, -1] in config.pbtxt fit every label scope.
+    sess = ort.InferenceSession(str(exported[0] / "finer_model" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    inputs = {i.name: (i.type, i.shape) for i in sess.get_inputs()}
+    outputs = {o.name: (o.type, o.shape) for o in sess.get_outputs()}
+    assert set(inputs) == {"input_ids", "attention_mask"} and set(outputs) == {"logits"}
+    for kind, shape in inputs.values():
+        assert kind == "tensor(int64)" and len(shape) == 2 and all(isinstance(d, str) for d in shape)
+    kind, shape = outputs["logits"]
+    assert kind == "tensor(float)" and len(shape) == 3 and all(isinstance(d, str) for d in shape)
+    ids = np.ones((3, 5), dtype=np.int64)
+    assert sess.run(["logits"], {"input_ids": ids, "attention_mask": ids})[0].shape == (3, 5, 9)
+
+
+def test_onnx_runtime_matches_torch_on_a_sentence(exported, tiny):
+    import onnxruntime as ort
+
+    version = exported[0] / "finer_model" / "1"
+    config = TaggerConfig.load(version)
+    enc = encode(load_tokenizer(version / "tokenizer.json"), [[w.text for w in split_words(SENTENCE)]] * 3, config)
+    got = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+        ["logits"], {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask})[0]
+    want = torch_logits(tiny, enc.input_ids, enc.attention_mask)
+    mask = enc.attention_mask.astype(bool)
+    assert got.shape == want.shape == (3, 32, 9)
+    np.testing.assert_allclose(got[mask], want[mask], atol=1e-4)
+    assert (got.argmax(-1) == want.argmax(-1))[mask].all()
+
+
+def test_versions_count_up_and_rollback_retires_the_newest(tiny, tmp_path):
+    assert export_model(tiny, tmp_path).name == "1"
+    assert export_model(tiny, tmp_path).name == "2"
+    old, new, serving = rollback(tmp_path)
+    assert (old.name, serving) == ("2", 1)
+    assert new == tmp_path / "finer_model" / ".retired" / "2" and {p.name for p in new.iterdir()} == FILES
+    assert versions_in(tmp_path) == [".retired", "1"]
+    assert export_model(tiny, tmp_path).name == "3"  # a number is never reused for another model
+    rollback(tmp_path)
+    with pytest.raises(ExportError, match="only one"):
+        rollback(tmp_path)
+    assert versions_in(tmp_path) == [".retired", "1"]
+
+
+def test_bert_exports_without_token_type_ids(tmp_path):
+    import onnx
+
+    folder = build_tiny_model(tmp_path / "bert", arch="bert")
+    parity_data = tmp_path / "parity.jsonl"
+    parity_data.write_text("".join(json.dumps({"tokens": SENTENCE.split() * k}) + "\n" for k in (1, 2, 5)))
+    version = export_model(folder, tmp_path / "repo", parity_data=parity_data, max_length=64)
+    assert [i.name for i in onnx.load(str(version / "model.onnx")).graph.input] == ["input_ids", "attention_mask"]
+    info = json.loads((version / "export.json").read_text())
+    assert info["parity"]["optimised"]["max_abs_diff"] <= 1e-4
+    assert info["parity"]["export"]["sentences"] == 3 and info["parity"]["export"]["windows"] > 3  # the long one is cut
+    assert info["optimisation"]["fused"].get("Attention") == 2
+    config = TaggerConfig.load(version)
+    assert (config.max_length, config.buckets) == (64, [32, 64])
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    assert export.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_non_token_classifiers_are_refused(tmp_path, capsys):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification, DistilBertModel
+
+    config = DistilBertConfig(vocab_size=100, dim=32, hidden_dim=64, n_layers=1, n_heads=2)
+    DistilBertForSequenceClassification(config).save_pretrained(tmp_path / "sequence")
+    DistilBertModel(config).save_pretrained(tmp_path / "encoder")
+    repository = tmp_path / "repo"
+    message = one_line_error(capsys, [str(tmp_path / "sequence"), "--repository", str(repository)])
+    assert "DistilBertForSequenceClassification" in message and "not a token classifier" in message
+    with pytest.raises(ExportError, match="not a token classifier"):
+        export_model(tmp_path / "encoder", repository)
+    assert versions_in(repository) == []  # nothing written, no staging left
+
+
+def test_missing_folder_and_unreadable_uri_fail_in_one_line(tmp_path, capsys):
+    assert "no such model folder" in one_line_error(capsys, [str(tmp_path / "absent"), "--repository", str(tmp_path)])
+    message = one_line_error(capsys, ["models:/finer/1", "--repository", str(tmp_path),
+                                      "--tracking-uri", f"sqlite:///{tmp_path}/mlruns.db"])
+    assert "no MLflow database" in message and not (tmp_path / "mlruns.db").exists()
+
+
+def test_exports_a_registered_mlflow_model(tiny, tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("export-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.log_artifacts(str(tiny), artifact_path="model")  # how training logs the model folder
+        source = mlflow.get_artifact_uri("model")
+    client = mlflow.MlflowClient(uri)
+    client.create_registered_model("finer-test")
+    client.create_model_version("finer-test", source=source, run_id=run.info.run_id)
+    monkeypatch.chdir(tmp_path)  # export must find the registry at `uri`, not in a default ./mlflow.db
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    version = export_model("models:/finer-test/1", tmp_path / "repo", tracking_uri=uri)
+    assert {p.name for p in version.iterdir()} == FILES
+    assert json.loads((version / "export.json").read_text())["source"]["model"] == "models:/finer-test/1"
+    path, _ = export.resolve_source(f"runs:/{run.info.run_id}/model", uri, tmp_path / "scratch")
+    assert (path / "config.json").is_file()
+    message = one_line_error(capsys, ["models:/finer-test/7", "--repository", str(tmp_path), "--tracking-uri", uri])
+    assert "cannot download it from MLflow" in message
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_parity_failure_writes_nothing(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)  # any difference, even 0, now fails the gate
+    with pytest.raises(ExportError, match="parity gate failed"):
+        export_model(tiny, tmp_path)
+    assert versions_in(tmp_path) == []
+
+
+@pytest.fixture(scope="module")
+def validation(exported, tmp_path_factory) -> Path:
+    """Sentences tagged by the fp32 export itself: fp32 scores F1 1.0, int8 scores its agreement with fp32."""
+    from training.evaluate import predict
+
+    version = exported[0] / "finer_model" / "1"
+    rng = np.random.default_rng(0)
+    rows = [{"tokens": [str(w) for w in rng.choice(WORDS + ["7.00", "%", "$", "1,893.6", "."], size=rng.integers(5, 40))]}
+            for _ in range(40)]
+    run = export.ort_logits(export.session(version / "model.onnx"))
+    tags = predict(run, load_tokenizer(version / "tokenizer.json"), rows, TaggerConfig.load(version))
+    path = tmp_path_factory.mktemp("validation") / "validation.jsonl"
+    path.write_text("".join(json.dumps({"tokens": r["tokens"], "ner_tags": t}) + "\n" for r, t in zip(rows, tags)))
+    assert sum(t.startswith("B-") for s in tags for t in s) > 20
+    return path
+
+
+def test_int8_reports_both_f1_and_gates_on_the_drop(tiny, validation, tmp_path):
+    report = {}
+    version = export_model(tiny, tmp_path, quantize="int8", validation=validation, max_f1_drop=100.0,
+                           also_fp32=True, report=report)
+    assert versions_in(tmp_path) == ["1", "2"] and version.name == "2"
+    fp32, int8 = (json.loads((tmp_path / "finer_model" / v / "export.json").read_text()) for v in "12")
+    assert (fp32["precision"], int8["precision"]) == ("fp32", "int8")
+    gate = int8["quantisation"]["gate"]
+    assert gate["f1"]["fp32"] == 1.0 and 0.0 < gate["f1"]["int8"] <= 1.0 and gate["passed"]
+    assert gate["drop_points"] == pytest.approx(100 * (1.0 - gate["f1"]["int8"]))
+    assert int8["model_bytes"] < fp32["model_bytes"]
+    assert "int8 gate" in export.summary(report)
+
+    # A gate nothing can pass: fail with both figures in the message and write nothing ...
+    with pytest.raises(ExportError, match=r"int8 entity micro-F1 .* vs fp32 1\.0000"):
+        export_model(tiny, tmp_path, quantize="int8", validation=validation, max_f1_drop=-1.0)
+    assert versions_in(tmp_path) == ["1", "2"]
+    # ... or, if asked, keep the fp32 model and say why.
+    version = export_model(tiny, tmp_path, quantize="int8", validation=validation, max_f1_drop=-1.0, on_f1_drop="fp32")
+    info = json.loads((version / "export.json").read_text())
+    assert version.name == "3" and info["precision"] == "fp32" and info["quantisation"]["gate"]["passed"] is False
+
+
+def test_int8_needs_a_validation_file(tiny, tmp_path):
+    with pytest.raises(ExportError, match="--validation"):
+        export_model(tiny, tmp_path, quantize="int8")
+
+
+def test_falls_back_to_the_dynamo_exporter_for_architectures_optimum_lacks(tiny, tmp_path, monkeypatch):
+    from optimum.exporters.tasks import TasksManager
+
+    def unsupported(*args, **kwargs):
+        raise KeyError("distilbert is not supported yet")
+
+    monkeypatch.setattr(TasksManager, "get_exporter_config_constructor", unsupported)
+    version = export_model(tiny, tmp_path)
+    info = json.loads((version / "export.json").read_text())
+    assert info["exporter"].startswith("torch.onnx dynamo")
+    assert info["parity"]["optimised"]["max_abs_diff"] <= 1e-4
