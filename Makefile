@@ -16,7 +16,7 @@ CORPUS ?= $(CACHE)/corpus/ixbrl
 ifneq ($(strip $(FINER_FILINGS)),)
   DATA ?= $(CORPUS)
   BASE_MODEL ?= offline-minilm
-  TRAIN_FLAGS ?= --learning_rate 2e-4 --epochs 8 --evals_per_epoch 2 --time_budget_minutes 25
+  TRAIN_FLAGS ?= --learning_rate 2e-4 --epochs 8 --negative_ratio 4 --early_stopping_patience 3 --time_budget_minutes 25
 else
   DATA ?= hub
   BASE_MODEL ?= distilbert-base-cased
@@ -26,7 +26,7 @@ endif
 export TOKENIZERS_PARALLELISM = false
 export MLFLOW_DISABLE_TELEMETRY = true
 
-.PHONY: help setup corpus train evaluate export rollback serve test mlflow-ui clean
+.PHONY: help setup corpus train evaluate export rollback serve loadtest bench test mlflow-ui clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -66,6 +66,16 @@ METRICS_PORT ?= 8002
 serve: setup  ## serve the ensemble on 127.0.0.1 (trains + exports a model first if none exists)
 	$(PY) -m server.bootstrap
 	$(PY) -m server --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+USERS ?= 4
+DURATION ?= 30s
+PROTOCOL ?= both
+loadtest: setup  ## Locust headless against the running server (USERS, DURATION, PROTOCOL=http|grpc|both)
+	$(PY) -m loadtest.run --users $(USERS) --duration $(DURATION) --protocol $(PROTOCOL) \
+		--host http://127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) $(ARGS)
+
+bench: setup  ## HF pipeline vs optimum vs ONNX floor vs Triton on the same sentences; updates BENCHMARKS.md
+	$(PY) -m loadtest.bench --model $(RUN)/model --sentences 512 --benchmarks BENCHMARKS.md $(ARGS)
 
 test: setup  ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

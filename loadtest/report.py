@@ -1,0 +1,208 @@
+"""The benchmark's outputs: machine description, markdown tables, targets, plot, BENCHMARKS.md section."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import textwrap
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from loadtest.measure import Result
+
+MARK_START = "<!-- bench:start -->"
+MARK_END = "<!-- bench:end -->"
+REFERENCE = "onnx-fp32-b1"
+PACKAGES = ("torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "tokenizers", "numpy",
+            "tritonclient", "nvidia-pytriton")
+
+PATH_NAMES = {"hf-pipeline": "HF pipeline (PyTorch)", "optimum-ort": "optimum ORT pipeline",
+              "onnx": "ONNX Runtime (floor)", "served": "Triton ensemble"}
+
+# (what, threshold) of the targets set for a 2-core machine
+TARGETS = {"served_vs_floor": 0.85, "served_vs_hf": 5.0, "int8_vs_fp32": 1.8, "int8_f1_drop": 0.5, "p95_vs_floor": 1.3}
+
+
+def machine() -> dict:
+    """CPU model, cores, memory, load and library versions of this machine."""
+    info: dict = {"platform": platform.platform(), "python": platform.python_version(), "logical_cpus": os.cpu_count()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+        info["cpu"] = model.group(1).strip() if model else platform.processor()
+        cores = {(p, c) for p, c in re.findall(r"physical id\s*:\s*(\d+)[\s\S]*?core id\s*:\s*(\d+)", cpuinfo)}
+        info["physical_cores"] = len(cores) or None
+        flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
+        info["avx512_vnni"] = bool(flags and "avx512_vnni" in flags.group(1).split())
+    except OSError:
+        info["cpu"] = platform.processor()
+    try:
+        mem = re.search(r"MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text())
+        info["memory_gib"] = round(int(mem.group(1)) / 2**20, 1) if mem else None
+    except OSError:
+        pass
+    info["load_average"] = list(os.getloadavg())
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    info["versions"] = versions
+    return info
+
+
+def describe_machine(info: dict) -> str:
+    v = info["versions"]
+    load = lambda key: ", ".join(f"{x:.2f}" for x in info.get(key) or [])  # noqa: E731
+    return (f"{info.get('cpu')}, {info.get('physical_cores') or '?'} cores / {info.get('logical_cpus')} logical CPUs"
+            f"{' (AVX-512 VNNI)' if info.get('avx512_vnni') else ''}, {info.get('memory_gib')} GiB RAM, "
+            f"{info.get('platform')}, Python {info.get('python')}; load average at start {load('load_average')}"
+            + (f", at end {load('load_average_end')}" if info.get("load_average_end") else "")
+            + f". Triton {info.get('triton', '?')} (nvidia-pytriton {v.get('nvidia-pytriton')}), "
+            + ", ".join(f"{k} {v[k]}" for k in PACKAGES if k != "nvidia-pytriton") + ".")
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def _floor(results: dict[str, Result], precision: str, batch: int) -> Result | None:
+    return results.get(f"onnx-{precision}-b{batch}")
+
+
+def main_table(results: dict[str, Result], agreements: dict[str, dict]) -> str:
+    hf = results.get("hf-pipeline")
+    lines = ["| path | precision | calls | sentences/s | p50 ms | p95 ms | p99 ms | x HF pipeline | x floor b1 | x floor b8 "
+             "| agreement F1 vs ONNX fp32 | identical sentences |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, r in results.items():
+        b1, b8 = _floor(results, r.precision, 1), _floor(results, r.precision, 8)
+        ratio = lambda base: _fmt(r.rate / base.rate, 2) if base and base.rate else "–"  # noqa: E731
+        a = agreements.get(key, {})
+        calls = r.calls if r.protocol == "in-process" else f"{r.protocol}, {r.calls}"
+        lines.append(f"| {PATH_NAMES[r.path]} | {r.precision} | {calls}{' (**%d errors**)' % r.errors if r.errors else ''} "
+                     f"| {_fmt(r.rate)} | {_fmt(r.percentile(50))} | {_fmt(r.percentile(95))} | {_fmt(r.percentile(99))} "
+                     f"| {ratio(hf)} | {ratio(b1)} | {ratio(b8)} | {_fmt(a.get('f1'), 3)} | {_fmt(a.get('identical_sentences'), 3)} |")
+    return "\n".join(lines)
+
+
+def agreement_table(results: dict[str, Result], agreements: dict[str, dict], same_precision: dict[str, dict],
+                    gold: dict[str, dict]) -> str:
+    lines = ["| path | precision | calls | entities | exact F1 vs ONNX fp32 | overlap F1 vs ONNX fp32 "
+             "| exact F1 vs floor same precision | gold entity F1 (bench sentences) |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for key, r in results.items():
+        a, s, g = agreements.get(key, {}), same_precision.get(key, {}), gold.get(key, {})
+        calls = r.calls if r.protocol == "in-process" else f"{r.protocol}, {r.calls}"
+        lines.append(f"| {PATH_NAMES[r.path]} | {r.precision} | {calls} | {a.get('entities', '–')} | {_fmt(a.get('f1'), 3)} "
+                     f"| {_fmt(a.get('overlap_f1'), 3)} | {_fmt(s.get('f1'), 3)} | {_fmt(g.get('f1'), 3)} |")
+    return "\n".join(lines)
+
+
+def profile_table(results: dict[str, Result]) -> str:
+    """Where a served request's time goes, from Triton's own statistics (mean ms per request)."""
+    lines = ["| served | client mean ms | ensemble (server) ms | preprocess ms | model queue ms | model compute ms "
+             "| windows per model run | postprocess ms | outside the server ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results.values():
+        if r.path != "served" or not r.server:
+            continue
+        s = r.server
+        ens, pre, mod, post = (s.get(n, {}) for n in ("finer", "finer_preprocess", "finer_model", "finer_postprocess"))
+        mean = sum(r.latencies_ms) / len(r.latencies_ms) if r.latencies_ms else float("nan")
+        lines.append(f"| {r.precision}, {r.protocol}, {r.users} user{'s' if r.users > 1 else ''} | {_fmt(mean, 2)} "
+                     f"| {_fmt(ens.get('total_ms'), 2)} | {_fmt(pre.get('total_ms'), 2)} | {_fmt(mod.get('queue_ms'), 2)} "
+                     f"| {_fmt(mod.get('compute_ms'), 2)} | {_fmt(mod.get('windows_per_execution'), 2)} "
+                     f"| {_fmt(post.get('total_ms'), 2)} | {_fmt(mean - ens.get('total_ms', float('nan')), 2)} |")
+    return "\n".join(lines)
+
+
+def targets(results: dict[str, Result], f1_gate: dict | None) -> list[dict]:
+    """Each target with the measured figure, what it compares, and whether it is met."""
+    out = []
+
+    def best(path: str, precision: str) -> Result | None:
+        rows = [r for r in results.values() if r.path == path and r.precision == precision and not r.errors]
+        return max(rows, key=lambda r: r.rate, default=None)
+
+    def add(what: str, value: float | None, threshold: float, detail: str, lower_is_better: bool = False):
+        met = None if value is None else (value <= threshold if lower_is_better else value >= threshold)
+        out.append({"target": what, "value": value, "threshold": threshold, "met": met, "detail": detail})
+
+    for precision in ("fp32", "int8"):
+        s, f = best("served", precision), best("onnx", precision)
+        if s and f:
+            add(f"served {precision} >= {TARGETS['served_vs_floor']}x floor {precision}", s.rate / f.rate,
+                TARGETS["served_vs_floor"], f"best served ({s.label}) {s.rate:.1f}/s vs best floor ({f.label}) {f.rate:.1f}/s")
+    hf = results.get("hf-pipeline")
+    for precision in ("fp32", "int8"):
+        s = best("served", precision)
+        if s and hf:
+            add(f"served {precision} >= {TARGETS['served_vs_hf']}x HF pipeline", s.rate / hf.rate, TARGETS["served_vs_hf"],
+                f"{s.label} {s.rate:.1f}/s vs HF pipeline {hf.rate:.1f}/s")
+    s8, s32 = best("served", "int8"), best("served", "fp32")
+    if s8 and s32:
+        add(f"served int8 >= {TARGETS['int8_vs_fp32']}x served fp32", s8.rate / s32.rate, TARGETS["int8_vs_fp32"],
+            f"{s8.label} {s8.rate:.1f}/s vs {s32.label} {s32.rate:.1f}/s")
+    if f1_gate:
+        drop = 100 * (f1_gate["f1"]["fp32"] - f1_gate["f1"]["int8"])
+        add(f"int8 entity micro-F1 within {TARGETS['int8_f1_drop']} point of fp32", drop, TARGETS["int8_f1_drop"],
+            f"export's F1 gate on {f1_gate['sentences']} validation sentences: fp32 {f1_gate['f1']['fp32']:.4f}, "
+            f"int8 {f1_gate['f1']['int8']:.4f} (drop in points)", lower_is_better=True)
+    for r in results.values():
+        floor = _floor(results, r.precision, 1)
+        if r.path == "served" and r.users == 1 and floor and not r.errors:
+            add(f"p95 {r.precision} {r.protocol}, 1 user <= {TARGETS['p95_vs_floor']}x floor batch-1 p95",
+                r.percentile(95) / floor.percentile(95), TARGETS["p95_vs_floor"],
+                f"{r.percentile(95):.1f} ms vs {floor.percentile(95):.1f} ms", lower_is_better=True)
+    return out
+
+
+def targets_table(rows: list[dict]) -> str:
+    lines = ["| target | measured | met | compared |", "|---|---:|---|---|"]
+    for t in rows:
+        met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {_fmt(t['value'], 2)} | {met} | {t['detail']} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Result], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"hf-pipeline": "#999999", "optimum-ort": "#c4a000", "onnx": "#3465a4", "served": "#4e9a06"}
+    rows = list(results.values())
+    names = [r.label if r.precision in r.label else f"{r.label} {r.precision}" for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.38 * len(rows) + 1.8), sharey=True)
+    y = range(len(rows))
+    left.barh(y, [r.rate for r in rows], color=[colours.get(r.path, "#555") for r in rows])
+    for i, r in enumerate(rows):
+        left.text(r.rate, i, f" {r.rate:.0f}", va="center", fontsize=7)
+    left.set_yticks(list(y), names, fontsize=7)
+    left.invert_yaxis()
+    left.set_xlabel("sentences/s (higher is better)")
+    right.barh(y, [r.percentile(95) for r in rows], color=[colours.get(r.path, "#555") for r in rows], alpha=0.5,
+               label="p95")
+    right.barh(y, [r.percentile(50) for r in rows], color=[colours.get(r.path, "#555") for r in rows], label="p50")
+    right.set_xlabel("latency per call, ms: p50 (dark), p95 (light)")
+    fig.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def update_benchmarks(path: Path, section: str) -> Path:
+    """Replace the text between the bench markers of BENCHMARKS.md (append the markers if missing)."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    block = f"{MARK_START}\n{section.strip()}\n{MARK_END}"
+    if MARK_START in text and MARK_END in text:
+        head, rest = text.split(MARK_START, 1)
+        text = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+    return path
