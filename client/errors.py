@@ -1,0 +1,94 @@
+"""Typed errors of the finer client; each message says what to do next.
+
+`translate` turns what tritonclient, gRPC, geventhttpclient or aiohttp raise into one of these, so
+callers catch `FinerError` (or a subclass) whichever protocol they use.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+
+
+class FinerError(Exception):
+    """Base of every error the client raises."""
+
+
+class ServerUnreachable(FinerError):
+    """No connection to the server (refused, reset, unavailable): the only error that is retried."""
+
+
+class ModelNotReady(FinerError):
+    """The server answers but the model is unknown or not loaded."""
+
+
+class InvalidInput(FinerError):
+    """The documents themselves are wrong (checked before sending, or refused by the server)."""
+
+
+class RequestTimeout(FinerError):
+    """No answer within the timeout. Not retried: the server may still be working on the request."""
+
+
+class ServerError(FinerError):
+    """The server failed on a valid request, or answered something the client cannot read."""
+
+
+_UNREACHABLE = {"StatusCode.UNAVAILABLE", "503"}
+_TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED", "504"}
+_NOT_FOUND = {"StatusCode.NOT_FOUND", "404"}
+_INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
+# Triton answers 400 / INVALID_ARGUMENT for these too; they are about the model, not the input.
+_MODEL_MESSAGE = re.compile(r"unknown model|is not found|is not ready|unavailable model|no version is available")
+
+
+def translate(error: BaseException, *, url: str, protocol: str, model: str, timeout: float,
+              attempts: int = 1) -> FinerError:
+    """The typed error for anything raised while talking to the server (`attempts` made so far)."""
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(error, FinerError):
+        return error
+    where = f"{protocol} {url}"
+    tries = f"; {attempts} attempts" if attempts > 1 else ""
+    if isinstance(error, InferenceServerException):
+        status, detail = str(error.status()), error.message() or str(error)
+        detail = re.sub(r"^\[[^\]]*\] ", "", detail)
+        if status in _UNREACHABLE:
+            return unreachable(where, detail + tries)
+        if status in _TIMEOUT:
+            return timed_out(where, timeout)
+        if status in _NOT_FOUND or _MODEL_MESSAGE.search(detail):
+            return ModelNotReady(
+                f"model '{model}' is not available on {where} ({detail}): check --model / the model name, "
+                "or wait until the server has loaded it (its log says why a model failed to load)"
+            )
+        if status in _INVALID:
+            return InvalidInput(f"the server refused the documents: {detail}")
+        return ServerError(f"{where} failed on the request ({status}: {detail}): see the server's log")
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError)) or type(error).__name__ in ("Timeout", "ServerTimeoutError"):
+        return timed_out(where, timeout)
+    if isinstance(error, ConnectionError) or _is_connection_error(error):
+        return unreachable(where, f"{type(error).__name__}: {error}".rstrip(": ") + tries)
+    if isinstance(error, OSError):
+        return unreachable(where, f"{type(error).__name__}: {error}" + tries)
+    return ServerError(f"unexpected answer from {where} ({type(error).__name__}: {error}): see the server's log")
+
+
+def unreachable(where: str, detail: str) -> ServerUnreachable:
+    return ServerUnreachable(
+        f"cannot reach Triton at {where} ({detail}): start it (`python -m server`) "
+        "or check the URL and protocol (gRPC 8001, HTTP 8000 by default)"
+    )
+
+
+def timed_out(where: str, timeout: float) -> RequestTimeout:
+    return RequestTimeout(
+        f"no answer from {where} within {timeout:g} s: raise the timeout, or send fewer or shorter documents per call"
+    )
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    """aiohttp's and geventhttpclient's own 'connection lost' errors, without importing either."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"ClientConnectionError", "ServerDisconnectedError", "HTTPConnectionClosed",
+                         "TransportError", "BadStatusLine", "RemoteDisconnected", "IncompleteRead"})

@@ -1,0 +1,77 @@
+"""What the blocking and asyncio clients share about talking to Triton: URLs, tensors, answers."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from client.errors import InvalidInput
+from client.plan import Limits
+
+PROTOCOLS = ("grpc", "http")
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+INPUT, OUTPUT = "TEXT", "ENTITIES"
+BACKOFF_S = 0.1  # first pause before a retry; doubled each time
+
+
+class Health(NamedTuple):
+    live: bool  # the server answers
+    ready: bool  # the model is loaded and takes requests
+
+
+@dataclass(frozen=True)
+class Metadata:
+    model: str
+    version: str  # the ensemble's version served
+    steps: dict  # each ensemble step's model name -> served version (finer_model's is the exported model)
+    max_documents: int
+    max_windows: int
+    # The label names are in finer.json inside the model repository, which Triton does not serve:
+    # they are known only if the ensemble's config has a `labels` parameter (JSON list), else None.
+    labels: list | None
+
+
+def check_settings(url: str | None, protocol: str, timeout: float, retries: int, concurrency: int) -> str:
+    """The URL as tritonclient wants it (host:port, no scheme); InvalidInput for bad settings."""
+    if protocol not in PROTOCOLS:
+        raise InvalidInput(f"protocol must be 'grpc' or 'http', not {protocol!r}")
+    if not timeout or timeout <= 0:
+        raise InvalidInput(f"timeout must be > 0 seconds, not {timeout!r}")
+    if retries < 0 or concurrency < 1:
+        raise InvalidInput(f"need retries >= 0 and concurrency >= 1, not {retries} and {concurrency}")
+    url = url or f"127.0.0.1:{DEFAULT_PORTS[protocol]}"
+    for scheme in ("http://", "grpc://"):
+        url = url.removeprefix(scheme)
+    if url.startswith("https://"):
+        raise InvalidInput("https is not supported by this client: use a plain host:port URL")
+    return url.rstrip("/")
+
+
+def text_input(module, texts: list[str]):
+    """The TEXT tensor: one UTF-8 element per document."""
+    data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
+    inp = module.InferInput(INPUT, [len(texts)], "BYTES")
+    inp.set_data_from_numpy(data)
+    return inp
+
+
+def entities_payloads(result) -> list:
+    return result.as_numpy(OUTPUT).reshape(-1).tolist()
+
+
+def config_json(answer, protocol: str) -> dict:
+    """The model config as a dict: gRPC's `as_json=True` wraps it in {"config": ...}."""
+    return answer.get("config", answer) if protocol == "grpc" else answer
+
+
+def metadata_from(model: str, config: dict, model_meta: dict, steps: dict) -> Metadata:
+    limits = Limits.from_config(config)
+    labels = (config.get("parameters") or {}).get("labels", {}).get("string_value")
+    return Metadata(model, str((model_meta.get("versions") or [""])[-1]), steps, limits.max_documents,
+                    limits.max_windows, json.loads(labels) if labels else None)
+
+
+def step_names(config: dict) -> list[str]:
+    return [s["model_name"] for s in (config.get("ensemble_scheduling") or {}).get("step", [])]

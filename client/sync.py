@@ -1,0 +1,168 @@
+"""`FinerClient`: tag documents with the served `finer` ensemble over gRPC or HTTP (blocking).
+
+    with FinerClient("127.0.0.1:8001") as client:
+        for e in client.tag("The notes bear interest at 7.00% per annum."):
+            print(e.label, e.text, e.start, e.end)
+
+A list is split into requests within the server's limits (`client.plan`), sent `concurrency` at
+a time from a thread pool, and answered in input order. gRPC shares one channel between threads;
+tritonclient's HTTP client is gevent-based and bound to the thread that made it, so each pool
+thread gets its own.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+from client import plan as planner
+from client.errors import InvalidInput, RequestTimeout, ServerUnreachable, translate
+from client.plan import Entity, Limits, Piece
+from client.protocol import BACKOFF_S, Health, Metadata, check_settings, config_json, entities_payloads, \
+    metadata_from, step_names, text_input
+
+
+class FinerClient:
+    def __init__(self, url: str | None = None, protocol: str = "grpc", model: str = "finer", model_version: str = "",
+                 timeout: float = 30.0, retries: int = 3, concurrency: int = 4):
+        """`url` is host:port (default 127.0.0.1:8001 for gRPC, :8000 for HTTP). `timeout` bounds each
+        request; `retries` re-sends (with exponential backoff) only when the server cannot be reached.
+        Nothing is sent until the first call; the server's limits are read then, from the model config."""
+        self.url = check_settings(url, protocol, timeout, retries, concurrency)
+        self.protocol, self.model, self.model_version = protocol, model, model_version
+        self.timeout, self.retries, self.concurrency = float(timeout), retries, concurrency
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+        self._module = module
+        self._local = threading.local()
+        self._clients: list = []
+        self._lock = threading.Lock()
+        self._limits: Limits | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    # --- connections ---------------------------------------------------------------------------
+    def _client(self):
+        if self._closed:
+            raise InvalidInput("this FinerClient is closed: make a new one")
+        shared = self.protocol == "grpc"
+        client = self._clients[0] if shared and self._clients else getattr(self._local, "client", None)
+        if client is None:
+            with self._lock:
+                if shared and self._clients:
+                    return self._clients[0]
+                if shared:
+                    client = self._module.InferenceServerClient(self.url)
+                else:
+                    client = self._module.InferenceServerClient(
+                        self.url, connection_timeout=self.timeout, network_timeout=self.timeout)
+                self._clients.append(client)
+                self._local.client = client
+        return client
+
+    def close(self) -> None:
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # closing a connection that is already gone is not a user's problem
+                pass
+
+    def __enter__(self) -> "FinerClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, what, retry: bool = True):
+        """`what(client)` with typed errors; retried after 0.1, 0.2, 0.4 s ... only if unreachable."""
+        for attempt in range(self.retries + 1):
+            try:
+                return what(self._client())
+            except Exception as e:
+                error = translate(e, url=self.url, protocol=self.protocol, model=self.model, timeout=self.timeout,
+                                  attempts=attempt + 1)
+                if retry and isinstance(error, ServerUnreachable) and attempt < self.retries:
+                    time.sleep(BACKOFF_S * 2 ** attempt)
+                    continue
+                raise error from e
+
+    def _config(self) -> dict:
+        kwargs = {"as_json": True, "client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        return config_json(self._call(lambda c: c.get_model_config(self.model, self.model_version, **kwargs)), self.protocol)
+
+    def limits(self) -> Limits:
+        """max_documents / max_windows of the served ensemble (read once, on first use)."""
+        if self._limits is None:
+            self._limits = Limits.from_config(self._config())
+        return self._limits
+
+    # --- public API ----------------------------------------------------------------------------
+    def health(self) -> Health:
+        """Live = the server answers; ready = the model takes requests. A server that is down or does not
+        answer within the timeout is neither (no exception, no retries)."""
+        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        try:
+            live = self._call(lambda c: c.is_server_live(**kwargs), retry=False)
+            ready = live and self._call(lambda c: c.is_model_ready(self.model, self.model_version, **kwargs), retry=False)
+        except (ServerUnreachable, RequestTimeout):
+            return Health(False, False)
+        return Health(bool(live), bool(ready))
+
+    def metadata(self) -> Metadata:
+        """Model name and version, each ensemble step's served version, limits, labels (see `Metadata`)."""
+        kwargs = {"as_json": True, "client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        config = self._config()
+        meta = self._call(lambda c: c.get_model_metadata(self.model, self.model_version, **kwargs))
+        steps = {name: str((self._call(lambda c: c.get_model_metadata(name, "", **kwargs)).get("versions") or [""])[-1])
+                 for name in step_names(config)}
+        return metadata_from(self.model, config, meta, steps)
+
+    def tag(self, texts: str | bytes | list) -> list[Entity] | list[list[Entity]]:
+        """Entities of one document (str, or UTF-8 bytes), or of each document of a list, in order."""
+        documents, single = planner.documents_of(texts)
+        if not any(documents):  # nothing to tag (or an empty list): no call at all
+            return [] if single else [[] for _ in documents]
+        requests = planner.plan(documents, self.limits())
+        if len(requests) <= 1:
+            answered = [self._send(r) for r in requests]
+        else:
+            answered = self._send_all(requests)
+        found = planner.assemble(documents, [a for pairs in answered for a in pairs])
+        return found[0] if single else found
+
+    # --- requests ------------------------------------------------------------------------------
+    def _send(self, request: list[Piece]) -> list[tuple[list[Piece], list]]:
+        """(pieces, ENTITIES elements) for one request; halved and re-sent if the server finds it too big."""
+        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        outputs = [self._module.InferRequestedOutput("ENTITIES")]
+        try:
+            result = self._call(lambda c: c.infer(self.model, [text_input(self._module, [p.text for p in request])],
+                                                   model_version=self.model_version, outputs=outputs, **kwargs))
+        except InvalidInput as e:
+            if not planner.is_too_big(e):
+                raise
+            return [pair for half in planner.halve(request) for pair in self._send(half)]
+        return [(request, entities_payloads(result))]
+
+    def _send_all(self, requests: list[list[Piece]]):
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="finer-client")
+        futures = [self._pool.submit(self._send, r) for r in requests]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:
+            if f.done() and f.exception() is not None:
+                for p in pending:
+                    p.cancel()
+                wait(pending)  # nothing keeps running on the caller's behalf after it got the error
+                raise f.exception()
+        return [f.result() for f in futures]
