@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 
 from client import plan as planner
-from client.errors import InvalidInput, RequestTimeout, ServerUnreachable, translate
+from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
 from client.plan import Entity, Limits, Piece
 from client.protocol import BACKOFF_S, Health, Metadata, check_settings, config_json, entities_payloads, \
-    metadata_from, step_names, text_input
+    LABELS_MODEL, labels_from, metadata_from, step_names, text_input
 
 
 class AsyncFinerClient:
@@ -102,7 +102,11 @@ class AsyncFinerClient:
         for name in step_names(config):
             step = await self._call(lambda c: c.get_model_metadata(name, "", **self._kwargs(True)))
             steps[name] = str((step.get("versions") or [""])[-1])
-        return metadata_from(self.model, config, meta, steps)
+        try:
+            labels = labels_from(await self._call(lambda c: c.infer(LABELS_MODEL, [])))
+        except FinerError:  # a repository without finer_labels
+            labels = None
+        return metadata_from(self.model, config, meta, steps, labels)
 
     async def tag(self, texts: str | bytes | list) -> list[Entity] | list[list[Entity]]:
         documents, single = planner.documents_of(texts)

@@ -1,7 +1,6 @@
 """What the blocking and asyncio clients share about talking to Triton: URLs, tensors, answers."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -28,8 +27,7 @@ class Metadata:
     steps: dict  # each ensemble step's model name -> served version (finer_model's is the exported model)
     max_documents: int
     max_windows: int
-    # The label names are in finer.json inside the model repository, which Triton does not serve:
-    # they are known only if the ensemble's config has a `labels` parameter (JSON list), else None.
+    # Tags the served model can return (from the `finer_labels` model); None if the repository has none.
     labels: list | None
 
 
@@ -66,11 +64,17 @@ def config_json(answer, protocol: str) -> dict:
     return answer.get("config", answer) if protocol == "grpc" else answer
 
 
-def metadata_from(model: str, config: dict, model_meta: dict, steps: dict) -> Metadata:
+LABELS_MODEL = "finer_labels"  # answers, with no inputs, the label list of the served finer_model
+
+
+def labels_from(result) -> list[str]:
+    return [t.decode("utf-8") for t in result.as_numpy("LABELS").reshape(-1)]
+
+
+def metadata_from(model: str, config: dict, model_meta: dict, steps: dict, labels: list | None) -> Metadata:
     limits = Limits.from_config(config)
-    labels = (config.get("parameters") or {}).get("labels", {}).get("string_value")
     return Metadata(model, str((model_meta.get("versions") or [""])[-1]), steps, limits.max_documents,
-                    limits.max_windows, json.loads(labels) if labels else None)
+                    limits.max_windows, labels)
 
 
 def step_names(config: dict) -> list[str]:

@@ -16,10 +16,10 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from client import plan as planner
-from client.errors import InvalidInput, RequestTimeout, ServerUnreachable, translate
+from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
 from client.plan import Entity, Limits, Piece
 from client.protocol import BACKOFF_S, Health, Metadata, check_settings, config_json, entities_payloads, \
-    metadata_from, step_names, text_input
+    LABELS_MODEL, labels_from, metadata_from, step_names, text_input
 
 
 class FinerClient:
@@ -123,7 +123,11 @@ class FinerClient:
         meta = self._call(lambda c: c.get_model_metadata(self.model, self.model_version, **kwargs))
         steps = {name: str((self._call(lambda c: c.get_model_metadata(name, "", **kwargs)).get("versions") or [""])[-1])
                  for name in step_names(config)}
-        return metadata_from(self.model, config, meta, steps)
+        try:
+            labels = labels_from(self._call(lambda c: c.infer(LABELS_MODEL, [])))
+        except FinerError:  # a repository without finer_labels
+            labels = None
+        return metadata_from(self.model, config, meta, steps, labels)
 
     def tag(self, texts: str | bytes | list) -> list[Entity] | list[list[Entity]]:
         """Entities of one document (str, or UTF-8 bytes), or of each document of a list, in order."""

@@ -205,7 +205,7 @@ def test_health_and_metadata(client, served):
     meta = client.metadata()
     assert (meta.model, meta.max_documents, meta.max_windows) == ("finer", 64, 64)
     assert meta.steps == {"finer_preprocess": "1", "finer_model": "1", "finer_postprocess": "1"}
-    assert meta.labels is None  # not served by Triton: see client.protocol.Metadata
+    assert meta.labels == served.config.labels  # from finer_labels: the served finer.json's list
 
 
 # --- bad input: refused before anything is sent (the client points at a closed port) ----------------
@@ -336,7 +336,7 @@ def test_async_client(served, protocol):
             return health, meta, one, many, again
 
     health, meta, one, many, again = asyncio.run(run())
-    assert health == (True, True) and meta.max_windows == 64
+    assert health == (True, True) and meta.max_windows == 64 and meta.labels == served.config.labels
     assert_matches(one, served.reference(SENTENCES[:1])[0], SENTENCES[0])
     for got, want, text in zip(many, expected, texts):
         assert_matches(got, want, text)

@@ -104,3 +104,9 @@ def test_window_count_matches_make_windows(max_length, stride):
     for n in range(0, 400):
         built = make_windows(list(range(n)), list(range(n)), cls_id=1, sep_id=2, max_length=max_length, stride=stride)
         assert window_count(n, max_length=max_length, stride=stride) == len(built)
+
+
+def test_labels_model_takes_no_inputs():
+    config = load("finer_labels")
+    assert config.backend == "python" and all(i.optional for i in config.input)
+    assert [o.name for o in config.output] == ["LABELS", "VERSION"]

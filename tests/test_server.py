@@ -175,6 +175,14 @@ def test_plain_json_post(served):
     assert_same([json.loads(x) for x in output["data"]], served.reference(SENTENCES[:2]), SENTENCES[:2])
 
 
+def test_labels_model_answers_with_no_inputs(served):
+    request = urllib.request.Request(f"{served.server.http_url}/v2/models/finer_labels/infer", b'{"inputs": []}',
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        outputs = {o["name"]: o["data"] for o in json.loads(response.read())["outputs"]}
+    assert outputs["LABELS"] == served.config.labels and outputs["VERSION"] == ["1"]
+
+
 # --- the launcher CLI -------------------------------------------------------------------------------
 
 def run_cli(*args, timeout=60):
@@ -205,7 +213,7 @@ def test_cli_serves_until_sigterm_and_leaves_no_stubs(tiny_export, tmp_path):
             assert r.status == 200
         tree = psutil.Process(cli.pid).children(recursive=True)
         stubs = [p for p in tree if "triton_python_backend_stub" in " ".join(p.cmdline())]
-        assert len(stubs) == 3  # preprocess, finer_model (Python-based onnxruntime), postprocess
+        assert len(stubs) == 4  # preprocess, finer_model (Python-based onnxruntime), postprocess, labels
     finally:
         cli.send_signal(signal.SIGTERM)
         out, err = cli.communicate(timeout=60)

@@ -1,0 +1,22 @@
+"""Triton Python model: the label list (and version) of the exported model that is being served."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from finer import artifacts
+from finer.pipeline import TaggerConfig
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        folder = artifacts.latest(Path(args["model_repository"]).parent / artifacts.MODEL_NAME)
+        self.labels = np.array([t.encode() for t in TaggerConfig.load(folder).labels], dtype=np.object_)
+        self.version = np.array([folder.name.encode()], dtype=np.object_)
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("LABELS", self.labels),
+                                                           pb_utils.Tensor("VERSION", self.version)])
+                for _ in requests]
