@@ -1,0 +1,53 @@
+"""`make serve`'s first-start decisions: which data and base model, and when nothing is to be built."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from server import bootstrap
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ixbrl"
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(bootstrap, "CACHE", tmp_path / "cache")
+    return monkeypatch
+
+
+def test_no_hub_and_no_filings_says_what_to_do(offline):
+    offline.delenv(bootstrap.FILINGS_ENV, raising=False)
+    with pytest.raises(bootstrap.BootstrapError, match="FINER_FILINGS=.* make serve"):
+        bootstrap.training_plan()
+
+
+def test_missing_filings_folder(offline, tmp_path):
+    offline.setenv(bootstrap.FILINGS_ENV, str(tmp_path / "nope"))
+    with pytest.raises(bootstrap.BootstrapError, match="no such folder"):
+        bootstrap.training_plan()
+
+
+def test_offline_plan_builds_the_corpus_and_uses_the_offline_encoder(offline, tmp_path):
+    filings = tmp_path / "filings"
+    for i, company in enumerate(("alpha", "beta", "gamma", "delta")):
+        # four companies so that every split gets one; the same fixture text under other names
+        text = (FIXTURES / "alpha_10-K_2023-12-31.htm").read_text().replace("0000000001", f"000000000{i + 1}")
+        (filings / company).mkdir(parents=True)
+        (filings / company / f"{company}_10-K_2023-12-31.htm").write_text(text)
+    offline.setenv(bootstrap.FILINGS_ENV, str(filings))
+    args, source = bootstrap.training_plan()
+    assert "unreachable" in source and str(filings) in source
+    corpus = Path(args[args.index("--data") + 1])
+    assert (corpus / "train.jsonl").is_file() and args[args.index("--model") + 1] == "offline-minilm"
+    assert "--time_budget_minutes" in args  # no GPU here: the first start is bounded
+
+
+def test_an_exported_model_is_used_as_it_is(tmp_path):
+    repo = tmp_path / "repo"
+    folder = repo / "finer_model" / "4"
+    folder.mkdir(parents=True)
+    for name in ("model.onnx", "tokenizer.json", "finer.json"):
+        (folder / name).write_text("{}")
+    assert bootstrap.ensure_model(repo, run_dir=tmp_path / "run") == folder
+    assert not (tmp_path / "run").exists()  # nothing trained
