@@ -12,26 +12,19 @@ import asyncio
 from client import plan as planner
 from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
 from client.plan import Entity, Limits, Piece
-from client.protocol import BACKOFF_S, Health, Metadata, check_settings, config_json, entities_payloads, \
+from client.protocol import BACKOFF_S, ClientSettings, Health, Metadata, check_settings, config_json, entities_payloads, \
     LABELS_MODEL, labels_from, metadata_from, step_names, text_input
 
 
-class AsyncFinerClient:
+class AsyncFinerClient(ClientSettings):
+    _aio = True
+
     def __init__(self, url: str | None = None, protocol: str = "grpc", model: str = "finer", model_version: str = "",
                  timeout: float = 30.0, retries: int = 3, concurrency: int = 4):
         """As `FinerClient`; make it inside the event loop that uses it (aiohttp/grpc.aio bind to it)."""
-        self.url = check_settings(url, protocol, timeout, retries, concurrency)
-        self.protocol, self.model, self.model_version = protocol, model, model_version
-        self.timeout, self.retries, self.concurrency = float(timeout), retries, concurrency
-        if protocol == "grpc":
-            import tritonclient.grpc.aio as module
-        else:
-            import tritonclient.http.aio as module
-        self._module = module
+        super().__init__(url, protocol, model, model_version, timeout, retries, concurrency)
         self._client = None
-        self._limits: Limits | None = None
         self._semaphore = asyncio.Semaphore(concurrency)
-        self._closed = False
 
     def _get_client(self):
         if self._closed:

@@ -1,6 +1,7 @@
 """What the blocking and asyncio clients share about talking to Triton: URLs, tensors, answers."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -45,6 +46,21 @@ def check_settings(url: str | None, protocol: str, timeout: float, retries: int,
     if url.startswith("https://"):
         raise InvalidInput("https is not supported by this client: use a plain host:port URL")
     return url.rstrip("/")
+
+
+class ClientSettings:
+    """What both clients are configured with; `aio` picks tritonclient's asyncio module."""
+
+    _aio = False
+
+    def __init__(self, url: str | None = None, protocol: str = "grpc", model: str = "finer", model_version: str = "",
+                 timeout: float = 30.0, retries: int = 3, concurrency: int = 4):
+        self.url = check_settings(url, protocol, timeout, retries, concurrency)
+        self.protocol, self.model, self.model_version = protocol, model, model_version
+        self.timeout, self.retries, self.concurrency = float(timeout), retries, concurrency
+        self._module = importlib.import_module(f"tritonclient.{protocol}{'.aio' if self._aio else ''}")
+        self._limits: Limits | None = None
+        self._closed = False
 
 
 def text_input(module, texts: list[str]):

@@ -18,30 +18,21 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from client import plan as planner
 from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
 from client.plan import Entity, Limits, Piece
-from client.protocol import BACKOFF_S, Health, Metadata, check_settings, config_json, entities_payloads, \
+from client.protocol import BACKOFF_S, ClientSettings, Health, Metadata, check_settings, config_json, entities_payloads, \
     LABELS_MODEL, labels_from, metadata_from, step_names, text_input
 
 
-class FinerClient:
+class FinerClient(ClientSettings):
     def __init__(self, url: str | None = None, protocol: str = "grpc", model: str = "finer", model_version: str = "",
                  timeout: float = 30.0, retries: int = 3, concurrency: int = 4):
         """`url` is host:port (default 127.0.0.1:8001 for gRPC, :8000 for HTTP). `timeout` bounds each
         request; `retries` re-sends (with exponential backoff) only when the server cannot be reached.
         Nothing is sent until the first call; the server's limits are read then, from the model config."""
-        self.url = check_settings(url, protocol, timeout, retries, concurrency)
-        self.protocol, self.model, self.model_version = protocol, model, model_version
-        self.timeout, self.retries, self.concurrency = float(timeout), retries, concurrency
-        if protocol == "grpc":
-            import tritonclient.grpc as module
-        else:
-            import tritonclient.http as module
-        self._module = module
+        super().__init__(url, protocol, model, model_version, timeout, retries, concurrency)
         self._local = threading.local()
         self._clients: list = []
         self._lock = threading.Lock()
-        self._limits: Limits | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._closed = False
 
     # --- connections ---------------------------------------------------------------------------
     def _client(self):
