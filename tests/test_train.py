@@ -82,3 +82,17 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, message):
     assert train.main(base + argv) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and message in err
+
+
+def test_patience_waits_for_the_first_entities():
+    from types import SimpleNamespace
+
+    stopper = train._early_stopping(2)
+    args, control = SimpleNamespace(greater_is_better=True), SimpleNamespace()
+    state = SimpleNamespace(best_metric=0.0)
+    for _ in range(5):
+        stopper.check_metric_value(args, state, control, 0.0)
+    assert stopper.early_stopping_patience_counter == 0
+    state.best_metric = 0.4
+    stopper.check_metric_value(args, state, control, 0.3)
+    assert stopper.early_stopping_patience_counter == 1

@@ -38,7 +38,7 @@ class TrainArgs:
     eval_batch_size: int = 64
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
-    early_stopping_patience: int = field(default=2, metadata={"help": "evaluations without a better validation F1 before stopping"})
+    early_stopping_patience: int = field(default=2, metadata={"help": "evaluations without a better validation F1 before stopping (counted once the model finds any entity)"})
     evals_per_epoch: int = field(default=1, metadata={"help": "validation passes per epoch (more gives early stopping and the time budget finer grain)"})
     time_budget_minutes: float = field(default=0.0, metadata={"help": "stop training after this many minutes (0: no limit); the best checkpoint so far is kept"})
     max_train_samples: int = 0
@@ -50,6 +50,20 @@ class TrainArgs:
     experiment: str = "finer"
     registered_model: str = field(default="finer", metadata={"help": "MLflow registered model name ('' to skip registration)"})
     run_name: str = ""
+
+
+def _early_stopping(patience: int):
+    from transformers import EarlyStoppingCallback
+
+    class AfterFirstEntities(EarlyStoppingCallback):
+        """Patience starts once the model finds any entity: with a rare-tag head, the first epochs
+        often score 0 while the loss still falls, and counting them would stop a model about to learn."""
+
+        def check_metric_value(self, args, state, control, metric_value):
+            if metric_value > 0:
+                super().check_metric_value(args, state, control, metric_value)
+
+    return AfterFirstEntities(early_stopping_patience=patience)
 
 
 def _time_budget_callback(minutes: float):
@@ -133,7 +147,7 @@ def run(a: TrainArgs) -> int:
     import numpy as np
     import torch
     from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
-                              EarlyStoppingCallback, Trainer, TrainingArguments, set_seed)
+                              Trainer, TrainingArguments, set_seed)
 
     from finer.pipeline import plain_tokenizer
     from training import evaluate as ev
@@ -213,7 +227,7 @@ def run(a: TrainArgs) -> int:
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    callbacks = [EarlyStoppingCallback(early_stopping_patience=a.early_stopping_patience)]
+    callbacks = [_early_stopping(a.early_stopping_patience)]
     if a.time_budget_minutes > 0:
         callbacks.append(_time_budget_callback(a.time_budget_minutes))
 
