@@ -17,6 +17,7 @@ def start_run(tracking_uri: str, artifact_root: str, experiment: str, run_name: 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no phoning home
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the Trainer's MLflowCallback reads it
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # one store for runs and versions, whatever was set before
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=Path(artifact_root).resolve().as_uri())
     mlflow.set_experiment(experiment)
@@ -42,7 +43,7 @@ def log_results(run, results: dict, eval_dir: Path, model_dir: Path, registered_
         return None
     # The model is logged as a plain Hugging Face folder (what export reads), not an MLflow flavour,
     # so the version is created from its artifact URI rather than through mlflow.register_model.
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri=mlflow.get_tracking_uri(), registry_uri=mlflow.get_registry_uri())
     with contextlib.suppress(mlflow.exceptions.MlflowException):
         client.create_registered_model(registered_model)
     version = client.create_model_version(registered_model, source=mlflow.get_artifact_uri("model"),
