@@ -33,6 +33,8 @@ def windows_with_labels(
     desc: str = "tokenising",
 ) -> list[dict]:
     cls_id, sep_id, _ = special_ids(tokenizer)
+    # label_all: a B- word's later sub-tokens take its I- label (the B- one where the scope has no I-)
+    inside = {i: label2id.get("I-" + t[2:], i) if t.startswith("B-") else i for t, i in label2id.items()}
     features = []
     chunk = 1024
     with tqdm(total=len(rows), desc=desc, unit="sent") as bar:
@@ -46,23 +48,21 @@ def windows_with_labels(
                     features.append({
                         "input_ids": w.input_ids,
                         "attention_mask": [1] * len(w.input_ids),
-                        "labels": _labels(w, ids, label2id, label_all),
+                        "labels": _labels(w, ids, inside if label_all else None),
                     })
             bar.update(len(batch))
     return features
 
 
-def _labels(window, word_labels: list[int], label2id: dict[str, int], label_all: bool) -> list[int]:
+def _labels(window, word_labels: list[int], inside: dict[int, int] | None) -> list[int]:
+    """Labels of one window's positions; with `inside`, continuation sub-tokens are labelled too."""
     owned_words = {w for w, own in zip(window.token_words, window.owned) if own}
-    id2label = {v: k for k, v in label2id.items()} if label_all else None
     out = []
     for word, own in zip(window.token_words, window.owned):
         if own:
             out.append(word_labels[word])
-        elif label_all and word in owned_words:
-            tag = id2label[word_labels[word]]
-            inside = "I-" + tag[2:] if tag.startswith("B-") else tag
-            out.append(label2id.get(inside, word_labels[word]))
+        elif inside is not None and word in owned_words:
+            out.append(inside[word_labels[word]])
         else:
             out.append(IGNORE)
     return out
