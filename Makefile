@@ -13,15 +13,15 @@ SCOPE ?= debt
 RUN ?= runs/$(SCOPE)
 FINER_FILINGS ?=
 CORPUS ?= $(CACHE)/corpus/ixbrl
+# The recipes (base model and flags) live in training/recipes.py; read when a target runs.
 ifneq ($(strip $(FINER_FILINGS)),)
   DATA ?= $(CORPUS)
-  BASE_MODEL ?= offline-minilm
-  TRAIN_FLAGS ?= --learning_rate 2e-4 --epochs 8 --negative_ratio 4 --early_stopping_patience 3 --time_budget_minutes 25
+  RECIPE ?= offline
 else
   DATA ?= hub
-  BASE_MODEL ?= distilbert-base-cased
-  TRAIN_FLAGS ?= --learning_rate 5e-5 --epochs 3
+  RECIPE ?= hub
 endif
+TRAIN_FLAGS ?= $(shell $(PY) -m training.recipes $(RECIPE))
 
 export TOKENIZERS_PARALLELISM = false
 export MLFLOW_DISABLE_TELEMETRY = true
@@ -47,8 +47,7 @@ $(CORPUS)/train.jsonl:
 	$(MAKE) corpus
 
 train: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## fine-tune (SCOPE=debt|all|Type1,Type2), tracked in MLflow
-	$(PY) -m training.train --data "$(DATA)" --scope "$(SCOPE)" --model "$(BASE_MODEL)" \
-		--output_dir $(RUN) $(TRAIN_FLAGS) $(ARGS)
+	$(PY) -m training.train --data "$(DATA)" --scope "$(SCOPE)" --output_dir $(RUN) $(TRAIN_FLAGS) $(ARGS)
 
 evaluate: setup  ## score $(RUN)/model on the test split, filtered and unfiltered
 	$(PY) -m training.evaluate $(RUN)/model --data "$(DATA)" $(ARGS)

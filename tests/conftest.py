@@ -50,10 +50,10 @@ class TinyExport:
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory) -> TinyExport:
-    from tiny_model import build_tiny_model
+    from tiny_model import SHAPES, build_tiny_model
 
     tmp = tmp_path_factory.mktemp("tiny")
-    folder = build_tiny_model(tmp / "model")
+    folder = build_tiny_model(tmp / "model", number_shapes=SHAPES)  # serving must apply them unaided
     repository = copy_repository(tmp / "model_repository")
     version = export_version(folder, repository)
     assert version == repository / "finer_model" / "1"

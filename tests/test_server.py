@@ -98,6 +98,22 @@ def test_numbers_written_without_spaces(client, served):
         assert any(e["start"] == s for s, _ in words) and any(e["end"] == t for _, t in words)
 
 
+def test_numbers_reach_the_model_as_shape_tokens(client, served):
+    """The exported finer.json lists shape tokens; preprocess applies them with no help from the client."""
+    from dataclasses import replace
+
+    from finer.pipeline import encode
+
+    assert served.config.number_shapes and "[X.XX]" in served.config.number_shapes
+    texts = ["Senior notes of $100 million bear interest at 7.00% and 2.25% per annum."]
+    words = [[w.text for w in split_words(texts[0])]]
+    ids = encode(served.tokenizer, words, served.config).input_ids[0].tolist()
+    assert served.tokenizer.token_to_id("[X.XX]") in ids and served.tokenizer.token_to_id("[XXX]") in ids
+    unshaped = encode(served.tokenizer, words, replace(served.config, number_shapes=[])).input_ids[0].tolist()
+    assert unshaped != ids
+    assert_same(client.tag(texts), served.reference(texts), texts)
+
+
 def test_long_document_uses_windows(client, served):
     text = long_document()
     assert len(split_words(text)) > 1000

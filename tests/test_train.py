@@ -96,3 +96,76 @@ def test_patience_waits_for_the_first_entities():
     state.best_metric = 0.4
     stopper.check_metric_value(args, state, control, 0.3)
     assert stopper.early_stopping_patience_counter == 1
+
+
+@pytest.fixture(scope="module")
+def trained_with_options(tmp_path_factory):
+    """An all-tags model with shape tokens, augmentation and O weighting, scored for the debt tags too."""
+    root = tmp_path_factory.mktemp("train-options")
+    data = write_dataset(root / "data")
+    base = build_tiny_model(root / "base")
+    db = f"sqlite:///{root / 'mlruns.db'}"
+    argv = ["--data", str(data), "--scope", "all", "--report_scope", "debt", "--model", str(base),
+            "--output_dir", str(root / "run"), "--epochs", "4", "--learning_rate", "3e-3", "--batch_size", "8",
+            "--number_shapes", "--augment_copies", "1", "--numeric_o_weight", "0.5",
+            "--tracking_uri", db, "--artifact_root", str(root / "artifacts"), "--registered_model", ""]
+    assert train.main(argv) == 0
+    return root, db, argv
+
+
+def test_shape_tokens_are_learned_and_recorded(trained_with_options):
+    root, _, _ = trained_with_options
+    model = root / "run" / "model"
+    config = TaggerConfig.load(model)
+    assert config.number_shapes[0] == "[NUM]" and "[X.XX]" in config.number_shapes
+    added = {t["content"] for t in json.loads((model / "tokenizer.json").read_text())["added_tokens"]}
+    assert set(config.number_shapes) <= added
+
+
+def test_report_scope_intervals_and_error_report(trained_with_options):
+    root, _, _ = trained_with_options
+    out = root / "run" / "evaluation"
+    results = json.loads((out / "evaluation.json").read_text())
+    assert {"filtered", "unfiltered", "debt_filtered", "debt_unfiltered"} <= set(results)
+    debt = {k for k in results["debt_unfiltered"]["report"] if not k.endswith("avg")}
+    assert debt and debt <= {STATED, CAPACITY, "DebtInstrumentBasisSpreadOnVariableRate1"}
+    assert "DebtInstrumentFaceAmount" in results["unfiltered"]["report"]  # the all-tags view keeps it
+    for r in results.values():
+        lo, hi = r["ci"]["micro_f1"]
+        assert lo <= r["report"]["micro avg"]["f1-score"] <= hi
+    assert "| number shape |" in (out / "errors.md").read_text()
+    assert "debt scope" in (out / "summary.md").read_text()
+    assert (out / "errors_debt_filtered.png").stat().st_size > 1000
+
+
+def test_options_noise_and_intervals_are_in_mlflow(trained_with_options):
+    root, db, _ = trained_with_options
+    client = mlflow.MlflowClient(tracking_uri=db)
+    run = client.get_run((root / "run" / "mlflow_run_id").read_text().strip())
+    p, m = run.data.params, run.data.metrics
+    assert p["finer.number_shapes"] == "True" and int(p["finer.augmented_sentences"]) > 0
+    assert int(p["finer.number_shape_tokens"]) >= 2
+    assert m["noise_sentences"] > 0 and m["noise_untagged_years"] > 0  # "due 2030" next to tagged rates
+    assert m["test_debt_filtered_micro_f1_lo"] <= m["test_debt_filtered_micro_f1"] <= m["test_debt_filtered_micro_f1_hi"]
+
+
+def test_resume_continues_the_same_run(trained_with_options, capsys):
+    root, db, argv = trained_with_options
+    run_id = (root / "run" / "mlflow_run_id").read_text().strip()
+    assert train.main(argv) == 1  # a second start would mix two runs' checkpoints
+    assert "--resume" in capsys.readouterr().err
+    state = json.loads(sorted((root / "run" / "checkpoints").glob("checkpoint-*/trainer_state.json"))[-1].read_text())
+    more = [a if a != "4" else "6" for a in argv]  # two more epochs
+    assert train.main(more + ["--resume"]) == 0
+    assert (root / "run" / "mlflow_run_id").read_text().strip() == run_id
+    steps = mlflow.MlflowClient(tracking_uri=db).get_metric_history(run_id, "eval_f1")
+    assert max(s.step for s in steps) > state["global_step"]
+    assert "resuming from" in capsys.readouterr().err
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data")
+    argv = ["--data", str(data), "--model", str(tmp_path / "unused"), "--output_dir", str(tmp_path / "run"),
+            "--tracking_uri", f"sqlite:///{tmp_path / 'db'}", "--resume"]
+    assert train.main(argv) == 1
+    assert "no checkpoint" in capsys.readouterr().err

@@ -42,3 +42,15 @@ def test_is_number():
 
 def test_empty_and_whitespace():
     assert split_words("") == [] and split_words(" \n\t ") == []
+
+
+def test_number_shapes_keep_the_form_and_fall_back_to_num():
+    from finer.words import NUM_TOKEN, common_shapes, number_shape, shape_numbers
+
+    assert number_shape("7.00") == "[X.XX]" and number_shape("1,893.6") == "[X,XXX.X]"
+    words = texts("the 7.00% Notes and $1,893.6 million in 10-K of 2025")
+    shaped = shape_numbers(words, {"[X.XX]", NUM_TOKEN})
+    assert len(shaped) == len(words)  # one word for one word: offsets still apply
+    assert shaped[1] == "[X.XX]" and shaped[6] == NUM_TOKEN and shaped[-1] == NUM_TOKEN
+    assert "10-K" in shaped and "Notes" in shaped  # only numbers change
+    assert common_shapes([["7.00", "2.25", "1.5"], ["3.75", "2025"]], min_count=2) == [NUM_TOKEN, "[X.XX]"]

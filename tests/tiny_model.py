@@ -5,6 +5,7 @@ For tests that need a real model folder without downloads: export, serving, eval
     from tiny_model import build_tiny_model
     folder = build_tiny_model(tmp_path / "model")               # DistilBERT, debt labels
     folder = build_tiny_model(tmp_path / "bert", arch="bert")   # BERT (has token_type_ids)
+    folder = build_tiny_model(tmp_path / "m", number_shapes=SHAPES)  # reads numbers as shape tokens
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Sequence
 from finer.labels import LabelScope
 
 SEED = 13
+SHAPES = ["[NUM]", "[X.XX]", "[X.X]", "[X]", "[XX]", "[XXX]", "[X,XXX]", "[X.XXX]"]
 
 WORDS = """
 the a an of to in on at for and or by with as per from due under our we its company
@@ -37,11 +39,13 @@ def write_vocab(path: Path) -> Path:
 
 
 def build_tiny_model(folder: str | Path, *, labels: Sequence[str] | None = None, arch: str = "distilbert",
-                     seed: int = SEED) -> Path:
+                     seed: int = SEED, number_shapes: Sequence[str] = ()) -> Path:
     """Save a random 2-layer, 32-wide token classifier and its BertTokenizerFast into `folder`.
 
     The classifier weights are widened so tags vary word by word (an untrained head says `O`
     everywhere), with a bias towards `O` so about half of the words are outside entities.
+    With `number_shapes`, the tokenizer gets the shape tokens and finer.json records them, as
+    `training.train --number_shapes` leaves a model.
     """
     import torch
     from transformers import (BertConfig, BertForTokenClassification, BertTokenizerFast, DistilBertConfig,
@@ -51,13 +55,15 @@ def build_tiny_model(folder: str | Path, *, labels: Sequence[str] | None = None,
     folder.mkdir(parents=True, exist_ok=True)
     labels = list(labels or LabelScope.parse("debt").label_names)
     tokenizer = BertTokenizerFast(vocab_file=str(write_vocab(folder / "vocab.txt")), do_lower_case=True)
+    if number_shapes:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(number_shapes)})
     names = {"id2label": dict(enumerate(labels)), "label2id": {t: i for i, t in enumerate(labels)}}
     torch.manual_seed(seed)
     if arch == "distilbert":
-        config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, hidden_dim=64, n_layers=2, n_heads=2, **names)
+        config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, hidden_dim=64, n_layers=2, n_heads=2, **names)
         model = DistilBertForTokenClassification(config)
     elif arch == "bert":
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                             num_attention_heads=2, max_position_embeddings=512, **names)
         model = BertForTokenClassification(config)
     else:
@@ -68,4 +74,8 @@ def build_tiny_model(folder: str | Path, *, labels: Sequence[str] | None = None,
         model.classifier.bias[0] = 4.0
     model.eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    if number_shapes:
+        from training.features import tagger_config
+
+        tagger_config(tokenizer, names["id2label"], number_shapes=number_shapes).save(folder)
     return folder

@@ -16,7 +16,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from finer.labels import LabelScope, entity_type
-from finer.pipeline import TaggerConfig, encode, plain_tokenizer, word_tags
+from finer.pipeline import CONFIG_FILE, TaggerConfig, encode, plain_tokenizer, word_tags
+from training.confidence import bootstrap, entity_counts
+from training.errors import error_report, error_table, plot_errors
 
 LogitsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -101,42 +103,72 @@ def plot_confusion(names: list[str], matrix: np.ndarray, path: Path, title: str)
     return path
 
 
-def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], scope: LabelScope, config: TaggerConfig,
-                  out_dir: Path, batch_size: int = 32) -> dict:
-    """Scores on the filtered and the unfiltered test set; writes report JSON and confusion PNGs."""
+def score(words: list[list[str]], gold: list[list[str]], pred: list[list[str]], types: Sequence[str],
+          out_dir: Path, name: str) -> dict:
+    """seqeval report, bootstrap intervals, word confusion and error report of one test set."""
+    names, matrix = word_confusion(gold, pred)
+    plot_confusion(names, matrix, out_dir / f"confusion_{name}.png",
+                   f"word-level confusion, {name} test ({len(gold)} sentences), rows normalised")
+    errors = error_report(words, gold, pred)
+    plot_errors(errors, out_dir / f"errors_{name}.png", f"entity errors, {name} test ({len(gold)} sentences)")
+    return {
+        "sentences": len(gold),
+        "report": entity_scores(gold, pred),
+        "ci": bootstrap(entity_counts(gold, pred, types), types),
+        "confusion": {"labels": names, "matrix": matrix.tolist()},
+        "errors": errors,
+    }
+
+
+def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], config: TaggerConfig, out_dir: Path,
+                  scopes: Sequence[LabelScope | None], batch_size: int = 32) -> dict:
+    """Scores on the filtered and the unfiltered test set of each scope; the first scope is the
+    model's own (keys `filtered`, `unfiltered`), each further one is read from the same predictions
+    (keys `<scope>_filtered`, ...: e.g. the debt tags of an all-tags model). Writes evaluation.json,
+    summary.md, confusion and error plots into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     known = set(config.labels)
-    gold_all = [[t if t in known else "O" for t in scope.restrict(r["ner_tags"])] for r in rows]
     pred_all = predict(logits_fn, tokenizer, rows, config, batch_size=batch_size, desc="test (all sentences)")
-    keep = [i for i, g in enumerate(gold_all) if any(t != "O" for t in g)]
-    results = {}
-    for name, idx in (("filtered", keep), ("unfiltered", range(len(rows)))):
-        gold = [gold_all[i] for i in idx]
-        pred = [pred_all[i] for i in idx]
-        names, matrix = word_confusion(gold, pred)
-        results[name] = {
-            "sentences": len(gold),
-            "report": entity_scores(gold, pred),
-            "confusion": {"labels": names, "matrix": matrix.tolist()},
-        }
-        plot_confusion(names, matrix, out_dir / f"confusion_{name}.png",
-                       f"word-level confusion, {name} test ({len(gold)} sentences), rows normalised")
+    words = [r["tokens"] for r in rows]
+    results, tables = {}, []
+    for n, scope in enumerate(s for s in scopes if s is not None):
+        prefix = "" if n == 0 else f"{scope.name}_"
+        gold_all = [[t if t in known else "O" for t in scope.restrict(r["ner_tags"])] for r in rows]
+        pred_scope = [scope.restrict(p) for p in pred_all]
+        keep = [i for i, g in enumerate(gold_all) if any(t != "O" for t in g)]
+        for name, idx in (("filtered", keep), ("unfiltered", range(len(rows)))):
+            results[prefix + name] = score([words[i] for i in idx], [gold_all[i] for i in idx],
+                                           [pred_scope[i] for i in idx], scope.types, out_dir, prefix + name)
+        tables.append(summary_table(results, scope.types if scope.name != "all" else None, prefix))
     (out_dir / "evaluation.json").write_text(json.dumps(results, indent=1))
+    (out_dir / "summary.md").write_text("\n\n".join(tables) + "\n")
+    (out_dir / "errors.md").write_text("\n\n".join(
+        f"### {name} test\n\n{error_table(r['errors'])}" for name, r in results.items()) + "\n")
     return results
 
 
-def summary_table(results: dict, types: Sequence[str] | None = None) -> str:
-    """Markdown table: per class and averages, filtered vs unfiltered."""
-    f, u = results["filtered"]["report"], results["unfiltered"]["report"]
+def _ci(r: dict, key: str, cls: str | None = None) -> str:
+    bounds = r.get("ci", {}).get("per_class_f1", {}).get(cls) if cls else r.get("ci", {}).get(key)
+    return f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else ""
+
+
+def summary_table(results: dict, types: Sequence[str] | None = None, prefix: str = "") -> str:
+    """Markdown table: per class and averages, with 95% bootstrap intervals; P/R on the unfiltered set."""
+    fr_, ur_ = results[prefix + "filtered"], results[prefix + "unfiltered"]
+    f, u = fr_["report"], ur_["report"]
     classes = sorted(k for k in u if not k.endswith("avg"))
     if types is not None:
         classes = [c for c in classes if c in types]
-    lines = ["| class | support | P | R | F1 (filtered) | F1 (unfiltered) |", "|---|---:|---:|---:|---:|---:|"]
+    title = f"**{prefix.rstrip('_') or 'model'} scope**, test set: filtered = sentences holding a tag of the scope\n\n"
+    lines = ["| class | support | P | R | F1 (filtered) [95% CI] | F1 (unfiltered) [95% CI] |", "|---|---:|---:|---:|---:|---:|"]
     for c in [*classes, "micro avg", "macro avg", "weighted avg"]:
         fr, ur = f.get(c, {}), u.get(c, {})
+        key = {"micro avg": "micro_f1", "macro avg": "macro_f1"}.get(c, "")
+        cls = None if c.endswith("avg") else c
         lines.append(f"| {c} | {int(ur.get('support', 0))} | {ur.get('precision', 0):.3f} | {ur.get('recall', 0):.3f} "
-                     f"| {fr.get('f1-score', 0):.3f} | {ur.get('f1-score', 0):.3f} |")
-    return "\n".join(lines)
+                     f"| {fr.get('f1-score', 0):.3f}{_ci(fr_, key, cls) if key or cls else ''} "
+                     f"| {ur.get('f1-score', 0):.3f}{_ci(ur_, key, cls) if key or cls else ''} |")
+    return title + "\n".join(lines)
 
 
 def load_model(model_dir: str):
@@ -156,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="hub", help="'hub' (FiNER-139) or a FiNER-format folder/zip/jsonl")
     p.add_argument("--split", default="test")
     p.add_argument("--scope", default=None, help="label scope; default: the model's labels")
+    p.add_argument("--report-scope", default=None, help="also score this narrower scope, e.g. 'debt' for an all-tags model")
+    p.add_argument("--mlflow", action="store_true", help="log the scores into the model's MLflow run (from its mlflow.json)")
+    p.add_argument("--tracking-uri", default="sqlite:///mlruns.db")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--out", default=None, help="folder for evaluation.json and confusion PNGs (default: beside the model)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -173,14 +208,28 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"{a.data}: no '{a.split}' split")
         rows = rows[: a.max_samples]
         print(report.summary(), file=sys.stderr)
-        config = tagger_config(tokenizer, labels)
+        # finer.json carries what training decided about reading the text (e.g. numeric shapes)
+        config = TaggerConfig.load(a.model) if (Path(a.model) / CONFIG_FILE).is_file() else tagger_config(tokenizer, labels)
         out = Path(a.out) if a.out else Path(a.model).parent / "evaluation"
-        results = evaluate_rows(torch_logits(model), plain_tokenizer(tokenizer.backend_tokenizer), rows, scope, config, out, a.batch_size)
-    except DataError as e:
+        run_id = None
+        if a.mlflow:
+            record = Path(a.model) / "mlflow.json"
+            if not record.is_file():
+                raise DataError(f"--mlflow: {record} not found (the model was not trained with MLflow tracking)")
+            run_id = json.loads(record.read_text())["run_id"]
+        report_scope = LabelScope.parse(a.report_scope) if a.report_scope else None
+        results = evaluate_rows(torch_logits(model), plain_tokenizer(tokenizer.backend_tokenizer), rows, config, out,
+                                [scope, report_scope], a.batch_size)
+    except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(summary_table(results))
-    print(f"\nwritten: {out}/evaluation.json, {out}/confusion_filtered.png, {out}/confusion_unfiltered.png")
+    if run_id:
+        from training.tracking import log_evaluation
+
+        log_evaluation(a.tracking_uri, run_id, results, out)
+        print(f"logged into MLflow run {run_id}")
+    print((out / "summary.md").read_text())
+    print(f"written: {out}/evaluation.json, summary.md, errors.md, confusion_*.png, errors_*.png")
     return 0
 
 

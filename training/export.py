@@ -189,7 +189,8 @@ def tagger_settings(path: Path, tokenizer, labels: list[str], model_config, max_
         raise ExportError(f"--max-length {max_length} exceeds the model's {limit} positions")
     if not 0 <= stride < max_length - 2:
         raise ExportError(f"--stride {stride} must be at least 0 and below max_length - 2 ({max_length - 2})")
-    config = tagger_config(tokenizer, {i: t for i, t in enumerate(labels)}, max_length, stride)
+    config = tagger_config(tokenizer, {i: t for i, t in enumerate(labels)}, max_length, stride,
+                           trained.get("number_shapes", ()))
     if None in (config.cls_id, config.sep_id, config.pad_id):
         raise ExportError(f"{path}: the tokenizer has no cls/bos, sep/eos or pad token id; windows need all three")
     config.buckets = [b for b in (32, 64, 128, 256, 512) if b < max_length] + [max_length]

@@ -11,6 +11,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from finer.windows import make_windows
+from finer.words import is_number, shape_numbers
 
 IGNORE = -100  # positions the loss and the metrics skip
 
@@ -30,9 +31,15 @@ def windows_with_labels(
     max_length: int,
     stride: int,
     label_all: bool = False,
+    number_shapes: Sequence[str] = (),
+    numeric_o_weight: float = 1.0,
     desc: str = "tokenising",
 ) -> list[dict]:
+    """Windows of `rows` with their labels; with `number_shapes`, numbers are read as shape tokens
+    exactly as `finer.pipeline.tokenize` does at serving time. With `numeric_o_weight` != 1 each
+    window also gets `loss_weights`: that weight where a number is labelled `O`, else 1."""
     cls_id, sep_id, _ = special_ids(tokenizer)
+    shapes = set(number_shapes)
     # label_all: a B- word's later sub-tokens take its I- label (the B- one where the scope has no I-)
     inside = {i: label2id.get("I-" + t[2:], i) if t.startswith("B-") else i for t, i in label2id.items()}
     features = []
@@ -40,7 +47,8 @@ def windows_with_labels(
     with tqdm(total=len(rows), desc=desc, unit="sent") as bar:
         for i in range(0, len(rows), chunk):
             batch = rows[i : i + chunk]
-            enc = tokenizer([r["tokens"] for r in batch], is_split_into_words=True, add_special_tokens=False)
+            words = [shape_numbers(r["tokens"], shapes) if shapes else r["tokens"] for r in batch]
+            enc = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
             for j, row in enumerate(batch):
                 ids = [label2id[t] for t in row["ner_tags"]]
                 for w in make_windows(enc["input_ids"][j], enc.word_ids(j), cls_id=cls_id, sep_id=sep_id,
@@ -50,6 +58,10 @@ def windows_with_labels(
                         "attention_mask": [1] * len(w.input_ids),
                         "labels": _labels(w, ids, inside if label_all else None),
                     })
+                    if numeric_o_weight != 1.0:
+                        loose = {k for k, t in enumerate(row["ner_tags"]) if t == "O" and is_number(row["tokens"][k])}
+                        features[-1]["loss_weights"] = [numeric_o_weight if word in loose else 1.0
+                                                        for word in w.token_words]
             bar.update(len(batch))
     return features
 
@@ -68,11 +80,12 @@ def _labels(window, word_labels: list[int], inside: dict[int, int] | None) -> li
     return out
 
 
-def tagger_config(tokenizer, id2label: dict, max_length: int = 128, stride: int = 32):
+def tagger_config(tokenizer, id2label: dict, max_length: int = 128, stride: int = 32,
+                  number_shapes: Sequence[str] = ()):
     """The serving-side description of a trained model (saved as finer.json on export)."""
     from finer.pipeline import TaggerConfig
 
     cls_id, sep_id, pad_id = special_ids(tokenizer)
     labels = [id2label[i] for i in range(len(id2label))]
     return TaggerConfig(labels=labels, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id,
-                        max_length=max_length, stride=stride)
+                        max_length=max_length, stride=stride, number_shapes=list(number_shapes))

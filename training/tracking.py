@@ -13,7 +13,7 @@ import mlflow
 
 
 @contextlib.contextmanager
-def start_run(tracking_uri: str, artifact_root: str, experiment: str, run_name: str = ""):
+def start_run(tracking_uri: str, artifact_root: str, experiment: str, run_name: str = "", run_id: str | None = None):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no phoning home
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the Trainer's MLflowCallback reads it
     mlflow.set_tracking_uri(tracking_uri)
@@ -21,13 +21,13 @@ def start_run(tracking_uri: str, artifact_root: str, experiment: str, run_name: 
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=Path(artifact_root).resolve().as_uri())
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name or None) as run:
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name or None) as run:
         yield run
 
 
-def log_results(run, results: dict, eval_dir: Path, model_dir: Path, registered_model: str, extra: dict) -> str | None:
-    """Test metrics, the per-class report, confusion plots, the model folder and a registered version."""
-    metrics = dict(extra)
+def evaluation_metrics(results: dict) -> dict[str, float]:
+    """MLflow metrics of `evaluate_rows` results: averages, per class F1, 95% interval bounds."""
+    metrics = {}
     for name, r in results.items():
         for avg in ("micro avg", "macro avg", "weighted avg"):
             for m in ("precision", "recall", "f1-score"):
@@ -35,10 +35,34 @@ def log_results(run, results: dict, eval_dir: Path, model_dir: Path, registered_
         for cls, d in r["report"].items():
             if not cls.endswith("avg"):
                 metrics[f"test_{name}_f1.{cls}"[:250]] = d["f1-score"]
-    mlflow.log_metrics(metrics)
+        for key in ("micro_f1", "macro_f1"):
+            if key in r.get("ci", {}):
+                lo, hi = r["ci"][key]
+                metrics[f"test_{name}_{key}_lo"], metrics[f"test_{name}_{key}_hi"] = lo, hi
+    return metrics
+
+
+def _log_evaluation(results: dict, eval_dir: Path) -> None:
+    mlflow.log_metrics(evaluation_metrics(results))
     mlflow.log_artifacts(str(eval_dir), artifact_path="evaluation")
-    mlflow.log_artifacts(str(model_dir), artifact_path="model")
     mlflow.log_dict({k: v["report"] for k, v in results.items()}, "evaluation/classification_report.json")
+
+
+def log_evaluation(tracking_uri: str, run_id: str, results: dict, eval_dir: Path) -> None:
+    """Attach a later evaluation (`python -m training.evaluate --mlflow`) to the training run."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        _log_evaluation(results, eval_dir)
+
+
+def log_results(run, results: dict, eval_dir: Path, model_dir: Path, registered_model: str, extra: dict) -> str | None:
+    """Test metrics and intervals, the per-class report, plots, the model folder and a registered version."""
+    mlflow.log_metrics(extra)
+    _log_evaluation(results, eval_dir)
+    record = model_dir / "mlflow.json"  # lets `evaluate --mlflow` and export find the run later
+    record.write_text(json.dumps({"run_id": run.info.run_id}) + "\n")
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
     if not registered_model:
         return None
     # The model is logged as a plain Hugging Face folder (what export reads), not an MLflow flavour,
@@ -49,6 +73,6 @@ def log_results(run, results: dict, eval_dir: Path, model_dir: Path, registered_
     version = client.create_model_version(registered_model, source=mlflow.get_artifact_uri("model"),
                                           run_id=run.info.run_id)
     mlflow.set_tag("registered_model_version", version.version)
-    (model_dir / "mlflow.json").write_text(json.dumps(
+    record.write_text(json.dumps(
         {"run_id": run.info.run_id, "model_uri": f"models:/{registered_model}/{version.version}"}) + "\n")
     return version.version

