@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="finer-bench-") as scratch:
             _log("exporting fp32 and int8 into a temporary repository ...")
             repos, export_report = export_both(model, repository, Path(scratch), validation, a.validation_sentences)
-            labels = json.loads((repos["fp32"] / "finer_model" / "1" / "finer.json").read_text())["labels"]
+            exported = json.loads((repos["fp32"] / "finer_model" / "1" / "finer.json").read_text())
+            labels = exported["labels"]
             results = measure_all(a, model, texts, repos, thread_settings(repository), out, info)
         info["load_average_end"] = list(os.getloadavg())
     except BenchError as e:
@@ -242,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         "makes `7 . 00 %` of it), so their spans can stop inside a number or merge neighbours: overlap F1 counts a "
         "same-label entity whose span overlaps as found. The HF pipeline also sees a whole sentence (up to 512 "
         "sub-tokens) where ours see windows of the trained length."
+        + (" This model reads numbers as shape tokens (`finer.json`); the HF pipelines know nothing of that and "
+           "feed it raw digits, so their agreement and F1 are not its real quality, only their speed counts."
+           if exported.get("number_shapes") else "")
         + (f" Gold F1 is over {gold_scores[rep.REFERENCE]['gold_entities']} gold entities of the model's labels in "
            f"these sentences ({a.tagged_share:.0%} of the sample was drawn from sentences holding one)." if gold_scores else ""),
         "#### Where a served request's time goes (Triton statistics, mean per request)",

@@ -65,6 +65,7 @@ def test_error_report_outcomes():
     pred = [["O", f"B-{A}", "O", "O", f"B-{A}", "O", f"B-{B}", "O", "O"]]
     r = error_report(words, gold, pred)
     assert r["outcomes"] == {"correct": 1, "wrong type": 1, "missed": 1, "spurious": 1}
+    assert r["examples"]["spurious"] == [[SPURIOUS, B, "rate 7.00 % and 1.50 % **on** $ 500"]]
     assert r["confusion"][B] == {A: 1} and r["confusion"][TYPES[2]] == {MISSED: 1} and r["confusion"][SPURIOUS] == {B: 1}
     assert r["shapes"]["[X.XX]"] == {"total": 2, "found": 1} and r["shapes"]["[XXX]"] == {"total": 1, "found": 0}
     table = error_table(r)

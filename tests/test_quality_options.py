@@ -98,3 +98,13 @@ def test_weighted_loss_equals_plain_loss_at_weight_one_and_moves_with_the_weight
         reference = float(model(**plain).loss)
     assert loss(1.0 + 1e-9) == pytest.approx(reference, rel=1e-5)
     assert loss(0.1) != pytest.approx(reference, rel=1e-3)
+
+
+def test_noise_cli_prints_a_table_per_split(tmp_path, capsys):
+    from finer_samples import write_dataset
+    from training import noise
+
+    assert noise.main(["--data", str(write_dataset(tmp_path / "d")), "--scope", "debt"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["train", "validation", "test"]
+    assert noise.main(["--data", str(tmp_path / "missing")]) == 1

@@ -169,3 +169,16 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
             "--tracking_uri", f"sqlite:///{tmp_path / 'db'}", "--resume"]
     assert train.main(argv) == 1
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_compare_tables_runs_with_intervals(trained, trained_with_options, capsys):
+    from training import compare
+
+    _, db, _ = trained_with_options
+    assert compare.main(["--tracking-uri", db, "--scope", "debt"]) == 0
+    out = capsys.readouterr().out
+    assert "all scope, 4 epochs, shape tokens, augment x1, O weight 0.5 on numbers (read as debt)" in out
+    assert "[" in out.splitlines()[2]  # an interval beside the score
+    assert f"| {STATED} |" in out  # the per-type table
+    assert compare.main(["--tracking-uri", db, "--runs", "nope"]) == 1
+    assert "no finished run named nope" in capsys.readouterr().err

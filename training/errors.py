@@ -16,11 +16,18 @@ MISSED = "(missed)"
 SPURIOUS = "(not tagged)"
 
 
-def error_report(words: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
+def _context(words: Sequence[str], a: int, b: int, width: int = 8) -> str:
+    left, right = " ".join(words[max(0, a - width):a]), " ".join(words[b:b + width])
+    return f"{left} **{' '.join(words[a:b])}** {right}".strip()
+
+
+def error_report(words: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
+                 examples: int = 8) -> dict:
     """Entity-level outcomes. A gold entity is `correct`, `wrong type` (same words, other type),
     `partial` (overlapping words) or `missed`; a predicted entity overlapping no gold one is
-    `spurious` (often a number the filer did not tag)."""
+    `spurious` (often a number the filer did not tag). Keeps the first `examples` of each error."""
     outcomes: Counter = Counter()
+    shown: dict[str, list] = defaultdict(list)
     confusion: dict[str, Counter] = defaultdict(Counter)  # gold type -> predicted type (same words) or MISSED
     shapes: dict[str, Counter] = defaultdict(Counter)  # number shape -> found / total
     for ws, g, p in zip(words, gold, pred):
@@ -37,6 +44,8 @@ def error_report(words: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], 
                 outcome, seen = "missed", MISSED
             outcomes[outcome] += 1
             confusion[kind][seen] += 1
+            if outcome != "correct" and len(shown[outcome]) < examples:
+                shown[outcome].append([kind, seen, _context(ws, a, b)])
             shape = number_shape(ws[a]) if b - a == 1 and is_number(ws[a]) else "(not a number)"
             shapes[shape]["total"] += 1
             shapes[shape]["found"] += outcome == "correct"
@@ -44,8 +53,10 @@ def error_report(words: Sequence[Sequence[str]], gold: Sequence[Sequence[str]], 
             if not any(x < b and a < y for _, x, y in gs):
                 outcomes["spurious"] += 1
                 confusion[SPURIOUS][kind] += 1
+                if len(shown["spurious"]) < examples:
+                    shown["spurious"].append([SPURIOUS, kind, _context(ws, a, b)])
     return {"outcomes": dict(outcomes), "confusion": {k: dict(v) for k, v in confusion.items()},
-            "shapes": {k: dict(v) for k, v in shapes.items()}}
+            "shapes": {k: dict(v) for k, v in shapes.items()}, "examples": dict(shown)}
 
 
 def _short(name: str, n: int = 48) -> str:
@@ -66,6 +77,10 @@ def error_table(report: dict, top: int = 15) -> str:
     shapes = sorted(report["shapes"].items(), key=lambda kv: -kv[1]["total"])[:top]
     lines += ["", "| number shape | gold entities | found | recall |", "|---|---:|---:|---:|"]
     lines += [f"| `{s}` | {c['total']} | {c.get('found', 0)} | {c.get('found', 0) / c['total']:.2f} |" for s, c in shapes]
+    shown = [(k, g, p, text) for k, rows in report.get("examples", {}).items() for g, p, text in rows]
+    if shown:
+        lines += ["", "| error | gold | predicted | words around it |", "|---|---|---|---|"]
+        lines += [f"| {k} | {_short(g, 40)} | {_short(p, 40)} | {text.replace('|', '/')} |" for k, g, p, text in shown]
     return "\n".join(lines)
 
 

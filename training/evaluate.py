@@ -139,7 +139,7 @@ def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], config: Tagg
         for name, idx in (("filtered", keep), ("unfiltered", range(len(rows)))):
             results[prefix + name] = score([words[i] for i in idx], [gold_all[i] for i in idx],
                                            [pred_scope[i] for i in idx], scope.types, out_dir, prefix + name)
-        tables.append(summary_table(results, scope.types if scope.name != "all" else None, prefix))
+        tables.append(summary_table(results, scope.types if scope.name != "all" else None, prefix, scope.name))
     (out_dir / "evaluation.json").write_text(json.dumps(results, indent=1))
     (out_dir / "summary.md").write_text("\n\n".join(tables) + "\n")
     (out_dir / "errors.md").write_text("\n\n".join(
@@ -152,14 +152,14 @@ def _ci(r: dict, key: str, cls: str | None = None) -> str:
     return f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else ""
 
 
-def summary_table(results: dict, types: Sequence[str] | None = None, prefix: str = "") -> str:
+def summary_table(results: dict, types: Sequence[str] | None = None, prefix: str = "", name: str = "") -> str:
     """Markdown table: per class and averages, with 95% bootstrap intervals; P/R on the unfiltered set."""
     fr_, ur_ = results[prefix + "filtered"], results[prefix + "unfiltered"]
     f, u = fr_["report"], ur_["report"]
     classes = sorted(k for k in u if not k.endswith("avg"))
     if types is not None:
         classes = [c for c in classes if c in types]
-    title = f"**{prefix.rstrip('_') or 'model'} scope**, test set: filtered = sentences holding a tag of the scope\n\n"
+    title = f"**{name or prefix.rstrip('_') or 'model'} scope**, test set: filtered = sentences holding a tag of the scope\n\n"
     lines = ["| class | support | P | R | F1 (filtered) [95% CI] | F1 (unfiltered) [95% CI] |", "|---|---:|---:|---:|---:|---:|"]
     for c in [*classes, "micro avg", "macro avg", "weighted avg"]:
         fr, ur = f.get(c, {}), u.get(c, {})

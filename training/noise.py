@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("| split | sentences with a tagged number | of which with an untagged number | tagged | untagged (not years) | untagged years | other types |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, rows in splits.items():
-        s = untagged_numbers(rows, scope)
+    for name in sorted(splits, key=lambda n: ("train", "validation", "test").index(n) if n in ("train", "validation", "test") else 3):
+        s = untagged_numbers(splits[name], scope)
         print(f"| {name} | {s['sentences']} | {s['with_untagged']} ({s['share_sentences_with_untagged']:.0%}) | "
               f"{s['tagged']} | {s['untagged']} | {s['untagged_years']} | {s['untagged_other_tags']} |")
     return 0
