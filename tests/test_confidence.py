@@ -70,3 +70,24 @@ def test_error_report_outcomes():
     assert r["shapes"]["[X.XX]"] == {"total": 2, "found": 1} and r["shapes"]["[XXX]"] == {"total": 1, "found": 0}
     table = error_table(r)
     assert f"| {B} | {A} | 1 |" in table and "| `[X.XX]` | 2 | 1 | 0.50 |" in table
+
+
+def test_paired_difference_is_tighter_than_separate_intervals(tmp_path):
+    from training.confidence import load_counts, paired_difference, save_counts
+
+    gold, pred = noisy(300, 4, keep=0.8)
+    better = [[g if random.Random(i).random() < 0.5 else p for g, p in zip(gs, ps)]
+              for i, (gs, ps) in enumerate(zip(gold, pred))]  # half the wrong tags fixed
+    a, b = entity_counts(gold, pred, TYPES), entity_counts(gold, better, TYPES)
+    save_counts(tmp_path / "a.npz", a, TYPES)
+    again, types = load_counts(tmp_path / "a.npz")
+    assert (again == a).all() and types == list(TYPES)
+    point, lo, hi = paired_difference(a, b)
+    assert point == pytest.approx(entity_scores(gold, better)["micro avg"]["f1-score"]
+                                  - entity_scores(gold, pred)["micro avg"]["f1-score"])
+    assert 0 < lo < point < hi
+    sa, sb = bootstrap(a, TYPES)["micro_f1"], bootstrap(b, TYPES)["micro_f1"]
+    assert hi - lo < min(sa[1] - sa[0], sb[1] - sb[0])
+    assert paired_difference(a, a)[0] == 0
+    with pytest.raises(ValueError):
+        paired_difference(a, a[:10])

@@ -1,5 +1,6 @@
 """Fine-tuning end to end on a tiny DistilBERT: Trainer, early stopping, MLflow, evaluation."""
 import json
+import re
 
 import mlflow
 import pytest
@@ -18,7 +19,8 @@ def trained(tmp_path_factory):
     db = f"sqlite:///{root / 'mlruns.db'}"
     argv = ["--data", str(data), "--scope", "debt", "--model", str(base), "--output_dir", str(root / "run"),
             "--epochs", "12", "--learning_rate", "3e-3", "--batch_size", "8", "--negative_ratio", "0.5",
-            "--tracking_uri", db, "--artifact_root", str(root / "artifacts"), "--registered_model", "finer-test"]
+            "--tracking_uri", db, "--artifact_root", str(root / "artifacts"), "--registered_model", "finer-test",
+            "--run_name", "finer-base"]
     assert train.main(argv) == 0
     return root, db
 
@@ -99,15 +101,16 @@ def test_patience_waits_for_the_first_entities():
 
 
 @pytest.fixture(scope="module")
-def trained_with_options(tmp_path_factory):
-    """An all-tags model with shape tokens, augmentation and O weighting, scored for the debt tags too."""
+def trained_with_options(trained, tmp_path_factory):
+    """An all-tags model with shape tokens, augmentation and O weighting, scored for the debt tags too;
+    tracked in the same MLflow store as `trained`, so the two can be compared."""
     root = tmp_path_factory.mktemp("train-options")
     data = write_dataset(root / "data")
     base = build_tiny_model(root / "base")
-    db = f"sqlite:///{root / 'mlruns.db'}"
+    db = trained[1]
     argv = ["--data", str(data), "--scope", "all", "--report_scope", "debt", "--model", str(base),
             "--output_dir", str(root / "run"), "--epochs", "4", "--learning_rate", "3e-3", "--batch_size", "8",
-            "--number_shapes", "--augment_copies", "1", "--numeric_o_weight", "0.5",
+            "--number_shapes", "--augment_copies", "1", "--numeric_o_weight", "0.5", "--run_name", "finer-options",
             "--tracking_uri", db, "--artifact_root", str(root / "artifacts"), "--registered_model", ""]
     assert train.main(argv) == 0
     return root, db, argv
@@ -180,5 +183,10 @@ def test_compare_tables_runs_with_intervals(trained, trained_with_options, capsy
     assert "all scope, 4 epochs, shape tokens, augment x1, O weight 0.5 on numbers (read as debt)" in out
     assert "[" in out.splitlines()[2]  # an interval beside the score
     assert f"| {STATED} |" in out  # the per-type table
+    assert compare.main(["--tracking-uri", db, "--scope", "debt", "--baseline", "finer-base"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "(baseline)" in next(line for line in out if line.startswith("| finer-base"))
+    row = next(line for line in out if line.startswith("| finer-options"))
+    assert re.search(r"\| [+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\] \|", row)  # paired effect on the same sentences
     assert compare.main(["--tracking-uri", db, "--runs", "nope"]) == 1
     assert "no finished run named nope" in capsys.readouterr().err

@@ -3,13 +3,17 @@
     python -m training.compare                          # every finished run of experiment 'finer'
     python -m training.compare --runs base,shapes20     # by run name, in this order
     python -m training.compare --scope debt             # the debt tags, also read from all-tags runs
+    python -m training.compare --scope debt --baseline base   # + each run's effect, paired bootstrap
 
 Scores are the held-out companies' test split (never used for model selection): `filtered` =
 sentences holding a tag of the scope (the seed's setting), `unfiltered` = every sentence.
+With `--baseline`, each run's difference to that run is scored on the same resampled sentences
+(paired bootstrap), which is far tighter than comparing two separate intervals.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from training.train import TrainArgs
@@ -39,19 +43,55 @@ def _f1(m: dict, key: str) -> str:
     return f"{m[key]:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
 
 
-def table(runs: list, scope: str | None = None) -> str:
-    lines = ["| run | options | micro-F1 filtered [95% CI] | macro-F1 filtered [95% CI] | micro-F1 unfiltered [95% CI] "
-             "| train min | MLflow run |", "|---|---|---:|---:|---:|---:|---|"]
+def _prefix(run, scope: str | None) -> str:
+    """'' for the model's own scope, '<scope>_' for a narrower scope read from a wider model."""
+    return "" if scope is None or run.data.params.get("finer.scope") == scope else f"{scope}_"
+
+
+def _counts(tracking_uri: str, run, name: str):
+    import mlflow
+
+    from training.confidence import load_counts
+
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, tracking_uri=tracking_uri,
+                                                   artifact_path=f"evaluation/entity_counts_{name}.npz")
+    except Exception:  # evaluated before counts were stored: `python -m training.evaluate --mlflow` adds them
+        return None
+    return load_counts(path)[0]
+
+
+def _delta(tracking_uri: str, run, base, scope: str | None, test: str) -> str:
+    from training.confidence import paired_difference
+
+    a = _counts(tracking_uri, base, _prefix(base, scope) + test)
+    b = _counts(tracking_uri, run, _prefix(run, scope) + test)
+    if a is None or b is None or a.shape != b.shape:
+        return "-"
+    point, lo, hi = paired_difference(a, b)
+    return f"{point:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def table(runs: list, scope: str | None = None, baseline=None, tracking_uri: str = "") -> str:
+    head = "| run | options | micro-F1 filtered [95% CI] | macro-F1 filtered [95% CI] | micro-F1 unfiltered [95% CI] "
+    rule = "|---|---|---:|---:|---:|"
+    if baseline is not None:
+        head += f"| vs {baseline.info.run_name}, filtered | vs {baseline.info.run_name}, unfiltered "
+        rule += "---:|---:|"
+    lines = [head + "| train min | MLflow run |", rule + "---:|---|"]
     for r in runs:
         m, p = r.data.metrics, r.data.params
         # a narrower scope read from a wider model is logged as test_<scope>_...; the model's own as test_...
-        own = p.get("finer.scope") == scope or scope is None
-        prefix = "test_" if own else f"test_{scope}_"
+        prefix = "test_" + _prefix(r, scope)
         if f"{prefix}filtered_micro_f1" not in m:
             continue
-        lines.append(f"| {r.info.run_name} | {describe(p)}{'' if own else f' (read as {scope})'} "
-                     f"| {_f1(m, prefix + 'filtered_micro_f1')} | {_f1(m, prefix + 'filtered_macro_f1')} "
-                     f"| {_f1(m, prefix + 'unfiltered_micro_f1')} | {m.get('train_minutes', 0):.1f} | {r.info.run_id[:8]} |")
+        row = (f"| {r.info.run_name} | {describe(p)}{'' if not _prefix(r, scope) else f' (read as {scope})'} "
+               f"| {_f1(m, prefix + 'filtered_micro_f1')} | {_f1(m, prefix + 'filtered_macro_f1')} "
+               f"| {_f1(m, prefix + 'unfiltered_micro_f1')} ")
+        if baseline is not None:
+            row += "".join(f"| {_delta(tracking_uri, r, baseline, scope, t) if r.info.run_id != baseline.info.run_id else '(baseline)'} "
+                           for t in ("filtered", "unfiltered"))
+        lines.append(row + f"| {m.get('train_minutes', 0):.1f} | {r.info.run_id[:8]} |")
     return "\n".join(lines)
 
 
@@ -89,19 +129,23 @@ def find_runs(tracking_uri: str, experiment: str, names: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     from finer.labels import LabelScope
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     p = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="", help="comma-separated run names (default: all finished runs)")
     p.add_argument("--scope", default=None, help="score this scope, read from wider runs too (e.g. debt)")
+    p.add_argument("--baseline", default="", help="run name to measure each run's effect against (paired bootstrap)")
     p.add_argument("--experiment", default="finer")
     p.add_argument("--tracking-uri", default="sqlite:///mlruns.db")
     a = p.parse_args(argv)
     try:
         runs = find_runs(a.tracking_uri, a.experiment, [n for n in a.runs.split(",") if n] or None)
+        baseline = find_runs(a.tracking_uri, a.experiment, [a.baseline])[0] if a.baseline else None
         types = list(LabelScope.parse(a.scope).types) if a.scope and a.scope != "all" else None
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(table(runs, a.scope))
+    print(table(runs, a.scope, baseline, a.tracking_uri))
     if types:
         print()
         print(per_class(runs, types, a.scope))

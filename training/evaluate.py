@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from finer.labels import LabelScope, entity_type
 from finer.pipeline import CONFIG_FILE, TaggerConfig, encode, plain_tokenizer, word_tags
-from training.confidence import bootstrap, entity_counts
+from training.confidence import bootstrap, entity_counts, save_counts
 from training.errors import error_report, error_table, plot_errors
 
 LogitsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -111,10 +111,12 @@ def score(words: list[list[str]], gold: list[list[str]], pred: list[list[str]], 
                    f"word-level confusion, {name} test ({len(gold)} sentences), rows normalised")
     errors = error_report(words, gold, pred)
     plot_errors(errors, out_dir / f"errors_{name}.png", f"entity errors, {name} test ({len(gold)} sentences)")
+    counts = entity_counts(gold, pred, types)
+    save_counts(out_dir / f"entity_counts_{name}.npz", counts, types)  # for paired comparisons of runs
     return {
         "sentences": len(gold),
         "report": entity_scores(gold, pred),
-        "ci": bootstrap(entity_counts(gold, pred, types), types),
+        "ci": bootstrap(counts, types),
         "confusion": {"labels": names, "matrix": matrix.tolist()},
         "errors": errors,
     }
