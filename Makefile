@@ -26,7 +26,7 @@ TRAIN_FLAGS ?= $(shell $(PY) -m training.recipes $(RECIPE))
 export TOKENIZERS_PARALLELISM = false
 export MLFLOW_DISABLE_TELEMETRY = true
 
-.PHONY: help setup corpus train evaluate export rollback serve loadtest bench test mlflow-ui clean
+.PHONY: help setup corpus train evaluate compare export rollback serve loadtest bench test mlflow-ui clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -51,6 +51,9 @@ train: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## fine-tune
 
 evaluate: setup  ## score $(RUN)/model on the test split, filtered and unfiltered
 	$(PY) -m training.evaluate $(RUN)/model --data "$(DATA)" $(ARGS)
+
+compare: setup  ## table of the MLflow runs: options -> test F1 with 95% intervals (ARGS="--baseline <run>")
+	$(PY) -m training.compare --scope "$(SCOPE)" $(ARGS)
 
 MODEL ?= $(RUN)/model
 export: setup  ## export MODEL (a run's model folder or models:/finer/<v>) as a new version in model_repository

@@ -85,8 +85,13 @@ def test_weighted_loss_equals_plain_loss_at_weight_one_and_moves_with_the_weight
     tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModelForTokenClassification.from_pretrained(folder)
     label2id = {t: i for i, t in enumerate(DEBT.label_names)}
     data = [{**r, "ner_tags": DEBT.restrict(r["ner_tags"])} for r in rows(6)]
-    trainer = WeightedLossTrainer(model=model, args=TrainingArguments(str(tmp_path / "out"), report_to=[]))
     collate = collator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE))
+    weighted = windows_with_labels(tokenizer, data, label2id, max_length=64, stride=16, numeric_o_weight=0.1)
+    with pytest.raises(ValueError, match="remove_unused_columns"):
+        WeightedLossTrainer(model=model, args=TrainingArguments(str(tmp_path / "out"), report_to=[]))
+    trainer = WeightedLossTrainer(model=model, train_dataset=weighted, data_collator=collate,
+                                  args=TrainingArguments(str(tmp_path / "out"), report_to=[], remove_unused_columns=False))
+    assert "loss_weights" in next(iter(trainer.get_train_dataloader()))  # the batches the loop sees
 
     def loss(weight):
         feats = windows_with_labels(tokenizer, data, label2id, max_length=64, stride=16, numeric_o_weight=weight)

@@ -252,6 +252,7 @@ def run(a: TrainArgs) -> int:
         report_to=["mlflow"],
         run_name=a.run_name or None,
         dataloader_num_workers=0,
+        remove_unused_columns=False,  # keeps loss_weights (--numeric_o_weight) in the batches
         disable_tqdm=False,
     )
     callbacks = [_early_stopping(a.early_stopping_patience)]

@@ -29,6 +29,12 @@ def collator(base):
 class WeightedLossTrainer(Trainer):
     """Cross-entropy with per-position weights, normalised by the weight of the labelled positions."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The Trainer drops batch keys the model's forward() does not name, loss_weights included.
+        if self.args.remove_unused_columns:
+            raise ValueError("WeightedLossTrainer needs TrainingArguments(remove_unused_columns=False)")
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weights = inputs.pop("loss_weights", None)
         if weights is None:
