@@ -149,11 +149,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(a: TrainArgs) -> int:
     import mlflow
-    import numpy as np
     import torch
     from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
                               Trainer, TrainingArguments, set_seed)
-
     from transformers.trainer_utils import get_last_checkpoint
 
     from finer.pipeline import plain_tokenizer
