@@ -73,7 +73,7 @@ def error_table(report: dict, top: int = 15) -> str:
     pairs = sorted(((n, g, p) for g, row in report["confusion"].items() for p, n in row.items()
                     if g != p and g != SPURIOUS and p != MISSED), reverse=True)[:top]
     lines += ["| gold type | read as | entities |", "|---|---|---:|"]
-    lines += [f"| {_short(g)} | {_short(p)} | {n} |" for n, g, p in pairs] or ["| (no type confusions) | | |"]
+    lines += [f"| {g} | {p} | {n} |" for n, g, p in pairs] or ["| (no type confusions) | | |"]
     shapes = sorted(report["shapes"].items(), key=lambda kv: -kv[1]["total"])[:top]
     lines += ["", "| number shape | gold entities | found | recall |", "|---|---:|---:|---:|"]
     lines += [f"| `{s}` | {c['total']} | {c.get('found', 0)} | {c.get('found', 0) / c['total']:.2f} |" for s, c in shapes]

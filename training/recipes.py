@@ -11,8 +11,10 @@ import sys
 
 RECIPES = {
     "hub": ["--model", "distilbert-base-cased", "--learning_rate", "5e-5", "--epochs", "3"],
-    "offline": ["--model", "offline-minilm", "--learning_rate", "2e-4", "--epochs", "8", "--negative_ratio", "4",
-                "--early_stopping_patience", "3", "--time_budget_minutes", "25"],
+    # run `ow20` of RESULTS.md: the largest effect measured on the held-out companies
+    # (+0.055 micro-F1 filtered over the same recipe without it, paired bootstrap interval above 0)
+    "offline": ["--model", "offline-minilm", "--learning_rate", "2e-4", "--epochs", "20", "--negative_ratio", "4",
+                "--early_stopping_patience", "4", "--numeric_o_weight", "0.3", "--time_budget_minutes", "25"],
 }
 
 
