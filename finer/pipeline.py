@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +35,11 @@ class TaggerConfig:
     buckets: list[int] = field(default_factory=lambda: [32, 64, 128])
     # Numeric-shape tokens the model was trained with (empty: numbers are read as they are).
     number_shapes: list[str] = field(default_factory=list)
+
+    @cached_property
+    def shape_set(self) -> frozenset[str]:
+        """`number_shapes` as a set, built once per loaded model rather than per request."""
+        return frozenset(self.number_shapes)
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / CONFIG_FILE
@@ -70,7 +76,7 @@ class Encoded:
 def tokenize(tokenizer, documents: Sequence[Sequence[str]], config: TaggerConfig | None = None) -> list:
     """Sub-tokens of split documents (no special tokens: the windows add them); numbers become
     their shape tokens when the model was trained with them."""
-    shapes = set(config.number_shapes) if config is not None else set()
+    shapes = config.shape_set if config is not None else frozenset()
     docs = [shape_numbers(d, shapes) if shapes else list(d) for d in documents]
     return tokenizer.encode_batch(docs, is_pretokenized=True, add_special_tokens=False)
 

@@ -19,14 +19,19 @@ BENCHMARKS = ("LIBOR", "SOFR", "EURIBOR", "SONIA", "CDOR", "BSBY", "SARON", "HIB
 _BENCHMARK_KEYS = {b.lower() for b in BENCHMARKS}
 
 
+def _entity_numbers(row: dict, wanted: set[str]) -> list[tuple[int, str]]:
+    """(word index, type) of each single-number entity of the wanted types in `row`."""
+    return [(i, entity_type(t)) for i, (w, t) in enumerate(zip(row["tokens"], row["ner_tags"]))
+            if t.startswith("B-") and entity_type(t) in wanted and is_number(w)]
+
+
 def value_pools(rows: Sequence[dict], scope: LabelScope) -> dict[str, list[str]]:
     """The numbers tagged with each type of the scope in `rows` (the values a copy may take)."""
     wanted = set(scope.types)
     pools: dict[str, set[str]] = defaultdict(set)
     for r in rows:
-        for word, tag in zip(r["tokens"], r["ner_tags"]):
-            if tag.startswith("B-") and entity_type(tag) in wanted and is_number(word):
-                pools[entity_type(tag)].add(word)
+        for i, kind in _entity_numbers(r, wanted):
+            pools[kind].add(r["tokens"][i])
     return {t: sorted(v) for t, v in pools.items()}
 
 
@@ -45,15 +50,13 @@ def augment(rows: Sequence[dict], scope: LabelScope, copies: int, seed: int = 13
     wanted = set(scope.types)
     out = []
     for r in rows:
-        slots = [i for i, (w, t) in enumerate(zip(r["tokens"], r["ner_tags"]))
-                 if t.startswith("B-") and entity_type(t) in wanted and is_number(w)
-                 and len(pools.get(entity_type(t), ())) > 1]
+        slots = [(i, kind) for i, kind in _entity_numbers(r, wanted) if len(pools.get(kind, ())) > 1]
         if not slots:
             continue
         for _ in range(copies):
             tokens = list(r["tokens"])
-            for i in slots:
-                pool = pools[entity_type(r["ner_tags"][i])]
+            for i, kind in slots:
+                pool = pools[kind]
                 tokens[i] = rng.choice([v for v in rng.sample(pool, min(3, len(pool))) if v != tokens[i]] or pool)
             for i, w in enumerate(tokens):
                 if w.lower() in _BENCHMARK_KEYS:

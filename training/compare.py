@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import lru_cache
 
 from training.train import TrainArgs
 
@@ -48,13 +49,14 @@ def _prefix(run, scope: str | None) -> str:
     return "" if scope is None or run.data.params.get("finer.scope") == scope else f"{scope}_"
 
 
-def _counts(tracking_uri: str, run, name: str):
+@lru_cache(maxsize=None)  # the baseline's counts serve every row
+def _counts(tracking_uri: str, run_id: str, name: str):
     import mlflow
 
     from training.confidence import load_counts
 
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, tracking_uri=tracking_uri,
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, tracking_uri=tracking_uri,
                                                    artifact_path=f"evaluation/entity_counts_{name}.npz")
     except Exception:  # evaluated before counts were stored: `python -m training.evaluate --mlflow` adds them
         return None
@@ -64,8 +66,8 @@ def _counts(tracking_uri: str, run, name: str):
 def _delta(tracking_uri: str, run, base, scope: str | None, test: str) -> str:
     from training.confidence import paired_difference
 
-    a = _counts(tracking_uri, base, _prefix(base, scope) + test)
-    b = _counts(tracking_uri, run, _prefix(run, scope) + test)
+    a = _counts(tracking_uri, base.info.run_id, _prefix(base, scope) + test)
+    b = _counts(tracking_uri, run.info.run_id, _prefix(run, scope) + test)
     if a is None or b is None or a.shape != b.shape:
         return "-"
     point, lo, hi = paired_difference(a, b)
@@ -102,8 +104,7 @@ def per_class(runs: list, types: list[str], scope: str | None = None) -> str:
     for t in types:
         cells = []
         for r in rows:
-            own = r.data.params.get("finer.scope") == scope or scope is None
-            key = f"test_{'' if own else scope + '_'}filtered_f1.{t}"
+            key = f"test_{_prefix(r, scope)}filtered_f1.{t}"
             cells.append(f"{r.data.metrics[key]:.3f}" if key in r.data.metrics else "-")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

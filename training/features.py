@@ -51,6 +51,8 @@ def windows_with_labels(
             enc = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
             for j, row in enumerate(batch):
                 ids = [label2id[t] for t in row["ner_tags"]]
+                loose = ({k for k, t in enumerate(row["ner_tags"]) if t == "O" and is_number(row["tokens"][k])}
+                         if numeric_o_weight != 1.0 else set())
                 for w in make_windows(enc["input_ids"][j], enc.word_ids(j), cls_id=cls_id, sep_id=sep_id,
                                       max_length=max_length, stride=stride):
                     features.append({
@@ -59,7 +61,6 @@ def windows_with_labels(
                         "labels": _labels(w, ids, inside if label_all else None),
                     })
                     if numeric_o_weight != 1.0:
-                        loose = {k for k, t in enumerate(row["ner_tags"]) if t == "O" and is_number(row["tokens"][k])}
                         features[-1]["loss_weights"] = [numeric_o_weight if word in loose else 1.0
                                                         for word in w.token_words]
             bar.update(len(batch))

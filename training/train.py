@@ -151,7 +151,7 @@ def run(a: TrainArgs) -> int:
     import mlflow
     import torch
     from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
-                              Trainer, TrainingArguments, set_seed)
+                              TrainingArguments, set_seed)
     from transformers.trainer_utils import get_last_checkpoint
 
     from finer.pipeline import plain_tokenizer
@@ -269,10 +269,9 @@ def run(a: TrainArgs) -> int:
                                "finer.augmented_sentences": len(extra), "finer.number_shape_tokens": len(shapes),
                                "finer.device": "cuda" if gpu else "cpu"})
             mlflow.log_metrics({f"noise_{k}": v for k, v in noise.items()})
-        trainer_cls = WeightedLossTrainer if a.numeric_o_weight != 1.0 else Trainer
-        trainer = trainer_cls(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
-                              data_collator=collator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)),
-                              compute_metrics=compute_metrics, callbacks=callbacks)
+        trainer = WeightedLossTrainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
+                                      data_collator=collator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)),
+                                      compute_metrics=compute_metrics, callbacks=callbacks)
         started = time.monotonic()
         if checkpoint:
             print(f"resuming from {checkpoint}", file=sys.stderr)

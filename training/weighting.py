@@ -27,7 +27,8 @@ def collator(base):
 
 
 class WeightedLossTrainer(Trainer):
-    """Cross-entropy with per-position weights, normalised by the weight of the labelled positions."""
+    """Cross-entropy with per-position weights, normalised by the weight of the labelled positions;
+    batches without `loss_weights` (validation, or no --numeric_o_weight) get the Trainer's own loss."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
