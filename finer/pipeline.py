@@ -14,9 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
+from finer.labels import OUTSIDE
 from finer.spans import Entity, decode as decode_spans
 from finer.windows import bucket_length, make_windows, pad_windows, word_probabilities
-from finer.words import Word, shape_numbers
+from finer.words import Word, may_be_entity, shape_numbers
 
 CONFIG_FILE = "finer.json"
 
@@ -108,10 +109,18 @@ def encode(tokenizer, documents: Sequence[Sequence[str]], config: TaggerConfig, 
     return Encoded(n_words=offset, **arrays)
 
 
-def word_tags(logits: np.ndarray, word_ids: np.ndarray, n_words: int, labels: Sequence[str]) -> tuple[list[str], list[float]]:
-    """The best tag of every word of the request and its probability."""
+def entity_words(documents: Sequence[Sequence[str]]) -> np.ndarray:
+    """[words] bool over the request: may this word carry an entity (`finer.words.may_be_entity`)?"""
+    return np.fromiter((may_be_entity(w) for d in documents for w in d), dtype=bool)
+
+
+def word_tags(logits: np.ndarray, word_ids: np.ndarray, n_words: int, labels: Sequence[str],
+              allowed: np.ndarray | None = None) -> tuple[list[str], list[float]]:
+    """The best tag of every word of the request and its probability; words not `allowed` get O."""
     probs = word_probabilities(logits, word_ids, n_words)
     best = probs.argmax(axis=-1)
+    if allowed is not None:
+        best[~allowed] = list(labels).index(OUTSIDE)
     return [labels[i] for i in best], probs[np.arange(n_words), best].tolist()
 
 
@@ -124,7 +133,8 @@ def decode(
 ) -> list[list[Entity]]:
     """Entities per document, with character spans into `texts`."""
     n_words = sum(len(d) for d in documents)
-    tags, scores = word_tags(logits, word_ids, n_words, labels)
+    allowed = entity_words([[w.text for w in d] for d in documents])
+    tags, scores = word_tags(logits, word_ids, n_words, labels, allowed)
     out, offset = [], 0
     for text, words in zip(texts, documents):
         end = offset + len(words)

@@ -41,6 +41,22 @@ def is_number(word: str) -> bool:
     return NUMBER_RE.match(word) is not None
 
 
+# FiNER tags numbers only: digits, and for durations and counts their words ("three years",
+# "no" shares = zero) and compounds ("three-year", "364-day"). Every other word is decoded as O,
+# which also lets evaluation skip sentences that hold no such word without changing a score.
+NUMBER_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+    " sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety"
+    " hundred no".split())
+_NUMERIC_COMPOUND_RE = re.compile(
+    r"^(?:\d+(?:[.,]\d+)*|" + "|".join(sorted(NUMBER_WORDS)) + r")(?:-[a-z]+)+$", re.I)
+
+
+def may_be_entity(word: str) -> bool:
+    """True for the words a FiNER entity can sit on: numbers, number words and their compounds."""
+    return is_number(word) or word.lower() in NUMBER_WORDS or _NUMERIC_COMPOUND_RE.match(word) is not None
+
+
 # Numeric-shape pseudo-tokens (FiNER paper, Loukas et al. 2022): sub-word tokenisers cut `1,893.6`
 # into fragments whose first piece carries the label; a shape token keeps the number one token and
 # tells the model its form (a rate looks like X.XX, an amount like X,XXX.X) without its value.

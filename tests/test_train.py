@@ -43,6 +43,12 @@ def test_learns_the_pattern_and_scores_filtered_and_unfiltered(trained):
     assert report["micro avg"]["f1-score"] > 0.8
     assert report[CAPACITY]["support"] == 8
     assert "DebtInstrumentFaceAmount" not in report  # outside the scope: read as O
+    years = results["unfiltered"]["by_group"]["period year"]
+    assert set(years) == {"2021", "2023"} and sum(g["sentences"] for g in years.values()) == 24
+    assert sum(g["gold_entities"] for g in years.values()) == sum(
+        d["support"] for k, d in report.items() if not k.endswith("avg"))
+    assert set(results["filtered"]["by_group"]["form"]) == {"10-K", "10-Q"}
+    assert "By period year and form" in (root / "run" / "evaluation" / "summary.md").read_text()
     names = results["filtered"]["confusion"]["labels"]
     assert names[0] == "O" and STATED in names
     assert (root / "run" / "evaluation" / "confusion_unfiltered.png").stat().st_size > 1000

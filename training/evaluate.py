@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from finer.labels import LabelScope, entity_type
-from finer.pipeline import CONFIG_FILE, TaggerConfig, encode, plain_tokenizer, word_tags
+from finer.pipeline import CONFIG_FILE, TaggerConfig, encode, entity_words, plain_tokenizer, word_tags
 from training.confidence import bootstrap, entity_counts, save_counts
 from training.errors import error_report, error_table, plot_errors
 
@@ -40,14 +40,19 @@ def torch_logits(model) -> LogitsFn:
 
 def predict(logits_fn: LogitsFn, tokenizer, rows: Sequence[dict], config: TaggerConfig,
             batch_size: int = 32, desc: str = "predicting") -> list[list[str]]:
-    """Tags per sentence; sentences are length-sorted into batches (less padding), order restored."""
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["tokens"]))
-    out: list[list[str]] = [[] for _ in rows]
+    """Tags per sentence; sentences are length-sorted into batches (less padding), order restored.
+
+    Decoding tags only words that may carry an entity (numbers, number words), so a sentence
+    without any is all O whatever the logits: it is not run through the model at all."""
+    out: list[list[str]] = [["O"] * len(r["tokens"]) for r in rows]
+    live = [i for i, r in enumerate(rows) if entity_words([r["tokens"]]).any()]
+    order = sorted(live, key=lambda i: len(rows[i]["tokens"]))
     for i in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[i : i + batch_size]
         docs = [rows[j]["tokens"] for j in idx]
         enc = encode(tokenizer, docs, config)
-        tags, _ = word_tags(logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids, enc.n_words, config.labels)
+        tags, _ = word_tags(logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids, enc.n_words, config.labels,
+                            entity_words(docs))
         offset = 0
         for j, doc in zip(idx, docs):
             out[j] = tags[offset : offset + len(doc)]
@@ -114,6 +119,7 @@ def score(words: list[list[str]], gold: list[list[str]], pred: list[list[str]], 
     counts = entity_counts(gold, pred, types)
     save_counts(out_dir / f"entity_counts_{name}.npz", counts, types)  # for paired comparisons of runs
     return {
+        "counts": counts,  # dropped before evaluation.json is written
         "sentences": len(gold),
         "report": entity_scores(gold, pred),
         "ci": bootstrap(counts, types),
@@ -141,12 +147,48 @@ def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], config: Tagg
         for name, idx in (("filtered", keep), ("unfiltered", range(len(rows)))):
             results[prefix + name] = score([words[i] for i in idx], [gold_all[i] for i in idx],
                                            [pred_scope[i] for i in idx], scope.types, out_dir, prefix + name)
+            results[prefix + name]["index"] = list(idx)
         tables.append(summary_table(results, scope.types if scope.name != "all" else None, prefix, scope.name))
+    groups = {"period year": [str(r.get("period", ""))[:4] or "?" for r in rows],
+              "form": [r.get("form") or "?" for r in rows]}
+    if any(set(g) != {"?"} for g in groups.values()):  # corpus rows carry them; FiNER's do not
+        for name, r in results.items():
+            idx = r.pop("index")
+            r["by_group"] = {kind: group_scores(r["counts"], [g[i] for i in idx]) for kind, g in groups.items()}
+        tables.append(group_table(results))
+    for r in results.values():
+        r.pop("counts")
+        r.pop("index", None)
     (out_dir / "evaluation.json").write_text(json.dumps(results, indent=1))
     (out_dir / "summary.md").write_text("\n\n".join(tables) + "\n")
     (out_dir / "errors.md").write_text("\n\n".join(
         f"### {name} test\n\n{error_table(r['errors'])}" for name, r in results.items()) + "\n")
     return results
+
+
+def group_scores(counts: np.ndarray, groups: Sequence[str]) -> dict:
+    """Micro F1 [95% CI] of the sentences of each group (e.g. period year), from per-sentence counts."""
+    out = {}
+    labels = np.asarray(groups)
+    for g in sorted(set(groups)):
+        c = counts[labels == g]
+        tp, fp, fn = c[..., 0].sum(), c[..., 1].sum(), c[..., 2].sum()
+        ci = bootstrap(c, range(c.shape[1]), samples=300).get("micro_f1") if (tp + fn) else None
+        out[g] = {"sentences": int(len(c)), "gold_entities": int(tp + fn),
+                  "micro_f1": round(float(2 * tp / max(1, 2 * tp + fp + fn)), 4), "micro_f1_ci": ci}
+    return out
+
+
+def group_table(results: dict) -> str:
+    """Markdown: micro F1 of every scored set by period year and by form (users tag years the model never saw)."""
+    lines = ["**By period year and form** (micro-F1 [95% CI], gold entities)\n",
+             "| set | grouping | group | sentences | gold entities | micro-F1 [95% CI] |", "|---|---|---|---:|---:|---:|"]
+    for name, r in results.items():
+        for kind, scores in r["by_group"].items():
+            for g, d in scores.items():
+                ci = f" [{d['micro_f1_ci'][0]:.3f}, {d['micro_f1_ci'][1]:.3f}]" if d["micro_f1_ci"] else ""
+                lines.append(f"| {name} | {kind} | {g} | {d['sentences']} | {d['gold_entities']} | {d['micro_f1']:.3f}{ci} |")
+    return "\n".join(lines)
 
 
 def _ci(r: dict, key: str, cls: str | None = None) -> str:
