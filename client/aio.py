@@ -8,12 +8,13 @@ Requests of one call run concurrently (asyncio.gather), at most `concurrency` at
 from __future__ import annotations
 
 import asyncio
+from typing import Sequence
 
 from client import plan as planner
 from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
 from client.plan import Entity, Limits, Piece
 from client.protocol import BACKOFF_S, ClientSettings, Health, Metadata, check_settings, config_json, entities_payloads, \
-    LABELS_MODEL, labels_from, metadata_from, step_names, text_input
+    LABELS_MODEL, label_list, labels_from, metadata_from, step_names, request_inputs
 
 
 class AsyncFinerClient(ClientSettings):
@@ -101,12 +102,13 @@ class AsyncFinerClient(ClientSettings):
             labels = None
         return metadata_from(self.model, config, meta, steps, labels)
 
-    async def tag(self, texts: str | bytes | list) -> list[Entity] | list[list[Entity]]:
+    async def tag(self, texts: str | bytes | list, labels: str | Sequence[str] | None = None) -> list[Entity] | list[list[Entity]]:
+        labels = label_list(labels)
         documents, single = planner.documents_of(texts)
         if not any(documents):  # nothing to tag (or an empty list): no call at all
             return [] if single else [[] for _ in documents]
         requests = planner.plan(documents, await self.limits())
-        tasks = [asyncio.ensure_future(self._send(r)) for r in requests]
+        tasks = [asyncio.ensure_future(self._send(r, labels)) for r in requests]
         try:
             answered = await asyncio.gather(*tasks)
         except BaseException:
@@ -117,15 +119,15 @@ class AsyncFinerClient(ClientSettings):
         found = planner.assemble(documents, [pair for pairs in answered for pair in pairs])
         return found[0] if single else found
 
-    async def _send(self, request: list[Piece]):
+    async def _send(self, request: list[Piece], labels: list[str] | None = None):
         outputs = [self._module.InferRequestedOutput("ENTITIES")]
         try:
             async with self._semaphore:
                 result = await self._call(lambda c: c.infer(
-                    self.model, [text_input(self._module, [p.text for p in request])],
+                    self.model, request_inputs(self._module, [p.text for p in request], labels),
                     model_version=self.model_version, outputs=outputs, **self._kwargs()))
         except InvalidInput as e:
             if not planner.is_too_big(e):
                 raise
-            return [pair for half in planner.halve(request) for pair in await self._send(half)]
+            return [pair for half in planner.halve(request) for pair in await self._send(half, labels)]
         return [(request, entities_payloads(result))]

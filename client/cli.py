@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     p.add_argument("--model", default="finer", help="served model name (default finer)")
+    p.add_argument("--labels", help="only these types: comma-separated scope names (debt, all) or FiNER types, "
+                                    "e.g. --labels debt or --labels debt,DebtInstrumentFaceAmount (default: every type)")
     return p
 
 
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
         documents = read_documents(args)
         with FinerClient(args.url, args.protocol, args.model, timeout=args.timeout) as client:
-            found = client.tag(documents)
+            found = client.tag(documents, labels=args.labels.split(",") if args.labels else None)
         colour = use_colour(args.color)
         if not sys.stdout.isatty() and hasattr(sys.stdout, "reconfigure"):
             sys.stdout.reconfigure(encoding="utf-8")  # files and pipes get UTF-8 whatever the locale

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
+from finer.labels import ScopeError, requested_types
 
 from client.errors import InvalidInput
 from client.plan import Limits
@@ -13,6 +14,7 @@ from client.plan import Limits
 PROTOCOLS = ("grpc", "http")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 INPUT, OUTPUT = "TEXT", "ENTITIES"
+LABELS_INPUT = "LABELS"  # optional: narrow the answer to scope names or FiNER types
 BACKOFF_S = 0.1  # first pause before a retry; doubled each time
 
 
@@ -63,12 +65,31 @@ class ClientSettings:
         self._closed = False
 
 
-def text_input(module, texts: list[str]):
-    """The TEXT tensor: one UTF-8 element per document."""
-    data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
-    inp = module.InferInput(INPUT, [len(texts)], "BYTES")
-    inp.set_data_from_numpy(data)
+def _strings(module, name: str, values: list[str]):
+    inp = module.InferInput(name, [len(values)], "BYTES")
+    inp.set_data_from_numpy(np.array([v.encode("utf-8") for v in values], dtype=np.object_))
     return inp
+
+
+def label_list(labels: str | Sequence[str] | None) -> list[str] | None:
+    """`tag(labels=...)` as the LABELS the server takes: None (every type), or scope names ('debt',
+    'all') and FiNER types; InvalidInput names an unknown one before anything is sent."""
+    if labels is None:
+        return None
+    specs = [labels] if isinstance(labels, str) else list(labels)
+    try:
+        requested_types(specs)
+    except ScopeError as e:
+        raise InvalidInput(f"labels: {e}") from None
+    return specs
+
+
+def request_inputs(module, texts: list[str], labels: list[str] | None) -> list:
+    """TEXT (one UTF-8 element per document) and, when narrowed, the optional LABELS."""
+    inputs = [_strings(module, INPUT, texts)]
+    if labels is not None:
+        inputs.append(_strings(module, LABELS_INPUT, labels))
+    return inputs
 
 
 def entities_payloads(result) -> list:

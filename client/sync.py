@@ -14,12 +14,13 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Sequence
 
 from client import plan as planner
 from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
 from client.plan import Entity, Limits, Piece
 from client.protocol import BACKOFF_S, ClientSettings, Health, Metadata, check_settings, config_json, entities_payloads, \
-    LABELS_MODEL, labels_from, metadata_from, step_names, text_input
+    LABELS_MODEL, label_list, labels_from, metadata_from, step_names, request_inputs
 
 
 class FinerClient(ClientSettings):
@@ -120,39 +121,41 @@ class FinerClient(ClientSettings):
             labels = None
         return metadata_from(self.model, config, meta, steps, labels)
 
-    def tag(self, texts: str | bytes | list) -> list[Entity] | list[list[Entity]]:
-        """Entities of one document (str, or UTF-8 bytes), or of each document of a list, in order."""
+    def tag(self, texts: str | bytes | list, labels: str | Sequence[str] | None = None) -> list[Entity] | list[list[Entity]]:
+        """Entities of one document (str, or UTF-8 bytes), or of each document of a list, in order.
+        `labels` narrows them to scope names ('debt', 'all') or FiNER types, e.g. labels="debt"."""
+        labels = label_list(labels)
         documents, single = planner.documents_of(texts)
         if not any(documents):  # nothing to tag (or an empty list): no call at all
             return [] if single else [[] for _ in documents]
         requests = planner.plan(documents, self.limits())
         if len(requests) <= 1:
-            answered = [self._send(r) for r in requests]
+            answered = [self._send(r, labels) for r in requests]
         else:
-            answered = self._send_all(requests)
+            answered = self._send_all(requests, labels)
         found = planner.assemble(documents, [a for pairs in answered for a in pairs])
         return found[0] if single else found
 
     # --- requests ------------------------------------------------------------------------------
-    def _send(self, request: list[Piece]) -> list[tuple[list[Piece], list]]:
+    def _send(self, request: list[Piece], labels: list[str] | None = None) -> list[tuple[list[Piece], list]]:
         """(pieces, ENTITIES elements) for one request; halved and re-sent if the server finds it too big."""
         kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         outputs = [self._module.InferRequestedOutput("ENTITIES")]
         try:
-            result = self._call(lambda c: c.infer(self.model, [text_input(self._module, [p.text for p in request])],
+            result = self._call(lambda c: c.infer(self.model, request_inputs(self._module, [p.text for p in request], labels),
                                                    model_version=self.model_version, outputs=outputs, **kwargs))
         except InvalidInput as e:
             if not planner.is_too_big(e):
                 raise
-            return [pair for half in planner.halve(request) for pair in self._send(half)]
+            return [pair for half in planner.halve(request) for pair in self._send(half, labels)]
         return [(request, entities_payloads(result))]
 
-    def _send_all(self, requests: list[list[Piece]]):
+    def _send_all(self, requests: list[list[Piece]], labels: list[str] | None):
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="finer-client")
-        futures = [self._pool.submit(self._send, r) for r in requests]
+        futures = [self._pool.submit(self._send, r, labels) for r in requests]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for f in futures:
             if f.done() and f.exception() is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
+from typing import Iterable
 
 OUTSIDE = "O"
 
@@ -77,3 +78,12 @@ class LabelScope:
         """True when the sentence holds at least one tag of this scope."""
         wanted = set(self.types)
         return any(entity_type(t) in wanted for t in tags)
+
+
+def requested_types(specs: Iterable[str]) -> frozenset[str]:
+    """The entity types a request asks for: each spec is a scope name ('debt', 'all') or a FiNER
+    type, e.g. ['debt', 'DebtInstrumentFaceAmount']. ScopeError names any unknown one."""
+    specs = [s.strip() for s in specs if s.strip()]
+    if not specs:
+        raise ScopeError("empty label list: give scope names ('debt', 'all') or FiNER types, or leave it out")
+    return frozenset(t for spec in specs for t in LabelScope.parse(spec).types)

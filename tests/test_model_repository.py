@@ -36,7 +36,8 @@ def test_every_config_parses_with_its_own_name():
 def test_ensemble_contract():
     config = load("finer")
     assert config.platform == "ensemble" and config.max_batch_size == 0
-    assert tensors(config.input) == {"TEXT": (mc.TYPE_STRING, [-1])}
+    assert tensors(config.input) == {"TEXT": (mc.TYPE_STRING, [-1]), "LABELS": (mc.TYPE_STRING, [-1])}
+    assert [t.name for t in config.input if t.optional] == ["LABELS"]  # narrowing is opt-in
     assert tensors(config.output) == {"ENTITIES": (mc.TYPE_STRING, [-1])}
     assert params(config)["max_documents"] == "64"
     assert (REPO / "finer" / "1").is_dir()  # Triton needs a version folder even for an ensemble

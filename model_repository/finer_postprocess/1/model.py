@@ -2,7 +2,9 @@
 
 The words come back from WORD_SPANS (preprocess split them), tags are decoded by
 `finer.pipeline.decode` (per-word probabilities from the window that owns each word, strict IOB2),
-and labels are read from finer.json in the newest version folder of finer_model.
+and labels are read from finer.json in the newest version folder of finer_model. The optional
+LABELS input (scope names such as `debt`, or FiNER types) narrows the answer to those types: one
+all-tags model serves every view.
 """
 from __future__ import annotations
 
@@ -13,16 +15,28 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from finer import artifacts
+from finer.labels import ScopeError, requested_types
 from finer.pipeline import TaggerConfig, decode
 from finer.words import Word
 
 
-def entities_json(texts: list[str], logits: np.ndarray, word_ids: np.ndarray, spans: np.ndarray, labels) -> list[bytes]:
+def entities_json(texts: list[str], logits: np.ndarray, word_ids: np.ndarray, spans: np.ndarray, labels,
+                  keep: frozenset[str] | None = None) -> list[bytes]:
+    """One JSON array per document; with `keep`, only entities of those types."""
     documents = [[] for _ in texts]
     for d, start, end in spans.tolist():
         documents[d].append(Word(texts[d][start:end], start, end))
     found = decode(texts, documents, logits, word_ids, labels)
-    return [json.dumps([e.to_dict() for e in doc], ensure_ascii=False).encode("utf-8") for doc in found]
+    return [json.dumps([e.to_dict() for e in doc if keep is None or e.label in keep], ensure_ascii=False).encode("utf-8")
+            for doc in found]
+
+
+def wanted_types(tensor) -> frozenset[str] | None:
+    """The LABELS input as a set of types (None: not sent, everything is returned)."""
+    if tensor is None:
+        return None
+    specs = [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in tensor.as_numpy().reshape(-1)]
+    return requested_types(specs)
 
 
 class TritonPythonModel:
@@ -45,7 +59,13 @@ class TritonPythonModel:
                     f"finer_model gives {logits.shape[-1]} labels but finer.json lists {len(self.labels)}: "
                     "re-export the model")))
                 continue
-            out = entities_json(texts, logits, get("WORD_IDS"), get("WORD_SPANS"), self.labels)
+            try:
+                keep = wanted_types(pb_utils.get_input_tensor_by_name(request, "LABELS"))
+            except ScopeError as e:
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"LABELS: {e}", pb_utils.TritonError.INVALID_ARG)))
+                continue
+            out = entities_json(texts, logits, get("WORD_IDS"), get("WORD_SPANS"), self.labels, keep)
             responses.append(pb_utils.InferenceResponse(
                 output_tensors=[pb_utils.Tensor("ENTITIES", np.array(out, dtype=np.object_))]))
         return responses
