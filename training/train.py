@@ -71,7 +71,7 @@ def _early_stopping(patience: int):
     return AfterFirstEntities(early_stopping_patience=patience)
 
 
-def _time_budget_callback(minutes: float):
+def time_budget_callback(minutes: float):
     from transformers import TrainerCallback
 
     class TimeBudget(TrainerCallback):
@@ -255,7 +255,7 @@ def run(a: TrainArgs) -> int:
     )
     callbacks = [_early_stopping(a.early_stopping_patience)]
     if a.time_budget_minutes > 0:
-        callbacks.append(_time_budget_callback(a.time_budget_minutes))
+        callbacks.append(time_budget_callback(a.time_budget_minutes))
 
     run_file = out / "mlflow_run_id"
     resumed_id = run_file.read_text().strip() if a.resume and run_file.is_file() else None
