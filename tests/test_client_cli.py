@@ -63,6 +63,17 @@ def test_file_as_one_document(served, capsys, tmp_path):
     check_entities(jsonl(capsys.readouterr().out), [text], served)
 
 
+def test_labels_option_narrows_the_output(served, capsys):
+    assert main([*TEXTS, *server_args(served)]) == 0
+    everything = jsonl(capsys.readouterr().out)
+    kind = next(e["label"] for doc in everything for e in doc["entities"])
+    assert main([*TEXTS, "--labels", kind, *server_args(served)]) == 0
+    narrowed = jsonl(capsys.readouterr().out)
+    assert narrowed == [{**d, "entities": [e for e in d["entities"] if e["label"] == kind]} for d in everything]
+    assert main([*TEXTS, "--labels", "debt,Nope", *server_args(served)]) == 2
+    assert "Nope" in capsys.readouterr().err
+
+
 def test_stdin_lines_in_a_subprocess(served):
     texts = [*TEXTS, "", "Page 12\x0cThe spread is 1.75%."]  # an empty line and a form feed stay documents
     done = run_cli(["--lines", *server_args(served)], stdin="\r\n".join(texts).encode("utf-8") + b"\r\n")

@@ -159,7 +159,7 @@ def test_too_few_companies_is_a_clear_error(tmp_path):
 
 
 def test_cli_summary_and_exit_codes(filings, tmp_path, capsys):
-    assert main(["--filings", str(filings), "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
+    assert main(["--filings", str(filings), "--out", str(tmp_path / "out"), "--workers", "1", "--no-cache"]) == 0
     out = capsys.readouterr().out
     assert "sentences with a tag" in out and EFFECTIVE in out and "companies" in out
 
@@ -170,6 +170,6 @@ def test_cli_summary_and_exit_codes(filings, tmp_path, capsys):
     (junk / "a.htm").write_text("<html><body><p>no facts</p></body></html>")
     for folder, message in ((tmp_path / "missing", "not a folder"), (empty, "no filings found"),
                             (junk, "no usable filing")):
-        assert main(["--filings", str(folder), "--out", str(tmp_path / "o"), "--workers", "1"]) == 1
+        assert main(["--filings", str(folder), "--out", str(tmp_path / "o"), "--workers", "1", "--no-cache"]) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err

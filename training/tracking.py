@@ -59,7 +59,8 @@ def log_evaluation(tracking_uri: str, run_id: str, results: dict, eval_dir: Path
 def log_results(run, results: dict, eval_dir: Path, model_dir: Path, registered_model: str, extra: dict) -> str | None:
     """Test metrics and intervals, the per-class report, plots, the model folder and a registered version."""
     mlflow.log_metrics(extra)
-    _log_evaluation(results, eval_dir)
+    if results:  # `--test_sentences none` scores nothing now
+        _log_evaluation(results, eval_dir)
     record = model_dir / "mlflow.json"  # lets `evaluate --mlflow` and export find the run later
     record.write_text(json.dumps({"run_id": run.info.run_id}) + "\n")
     mlflow.log_artifacts(str(model_dir), artifact_path="model")

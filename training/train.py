@@ -33,6 +33,7 @@ class TrainArgs:
     augment_copies: int = field(default=0, metadata={"help": "add this many copies of each tagged training sentence with entity numbers replaced by other values of their type and benchmark names (LIBOR, SOFR, ...) swapped"})
     numeric_o_weight: float = field(default=1.0, metadata={"help": "loss weight of an 'O' label on a number (filers leave numbers untagged; < 1 trusts those O labels less)"})
     report_scope: str = field(default="", metadata={"help": "also score this narrower scope from the model's predictions, e.g. 'debt' from an 'all' model (multi-task)"})
+    test_sentences: str = field(default="all", metadata={"help": "score the test split on 'all' sentences (filtered and unfiltered), on the 'filtered' ones only (minutes instead of a quarter hour: the first start), or 'none'", "choices": ["all", "filtered", "none"]})
     max_length: int = 128
     stride: int = 32
     output_dir: str = "runs/latest"
@@ -132,7 +133,8 @@ def prepare(a: TrainArgs):
     # Validation holds the same share of negatives, so early stopping also sees false positives.
     validation = require(_sample(scoped(splits["validation"]), a.max_eval_samples, a.seed),
                          f"the validation sentences of scope '{a.scope}'")
-    test = _sample(select(splits["test"], scope, filtered=False), a.max_test_samples, a.seed)
+    test = [] if a.test_sentences == "none" else _sample(
+        select(splits["test"], scope, filtered=a.test_sentences == "filtered"), a.max_test_samples, a.seed)
     return scope, train, validation, test
 
 
@@ -287,10 +289,15 @@ def run(a: TrainArgs) -> int:
 
         results = ev.evaluate_rows(ev.torch_logits(trainer.model), plain_tokenizer(tokenizer.backend_tokenizer),
                                    test_rows, config, out / "evaluation", [scope, report_scope],
-                                   batch_size=a.eval_batch_size)
+                                   batch_size=a.eval_batch_size) if test_rows else {}
         version = log_results(run, results, out / "evaluation", model_dir, a.registered_model,
-                              {"train_minutes": train_minutes, "best_validation_f1": best or 0.0})
-        print((out / "evaluation" / "summary.md").read_text())
+                              {"train_minutes": train_minutes, "best_validation_f1": best or 0.0,
+                               "train_steps": trainer.state.global_step})
+        if results:
+            print((out / "evaluation" / "summary.md").read_text())
+        if a.test_sentences != "all":
+            print(f"test scored on {a.test_sentences} sentences only: `python -m training.evaluate {model_dir} "
+                  f"--data {a.data}` scores all of them", file=sys.stderr)
         print(f"model: {model_dir}\nMLflow run {run.info.run_id}"
               + (f", registered as models:/{a.registered_model}/{version}" if version else ""))
     return 0
