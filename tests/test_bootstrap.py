@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from finer.artifacts import STEP_FILES
 from server import bootstrap
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ixbrl"
@@ -42,7 +43,7 @@ def test_offline_plan_builds_the_corpus_and_uses_the_offline_encoder(offline, tm
     assert (corpus / "train.jsonl").is_file() and args[args.index("--model") + 1] == "offline-minilm"
     # fixed epochs (the same model on any machine), a wall-clock guard, and a quick test score
     assert args[args.index("--epochs") + 1] == "3" and args.count("--time_budget_minutes") == 1
-    assert args[args.index("--scope") + 1] == "debt" and args[args.index("--test_sentences") + 1] == "filtered"
+    assert args[args.index("--scope") + 1] == "debt" and args[args.index("--score_test") + 1] == "filtered"
 
 
 def test_an_exported_model_is_used_as_it_is(tmp_path):
@@ -51,5 +52,11 @@ def test_an_exported_model_is_used_as_it_is(tmp_path):
     folder.mkdir(parents=True)
     for name in ("model.onnx", "tokenizer.json", "finer.json"):
         (folder / name).write_text("{}")
+    with pytest.raises(bootstrap.BootstrapError, match="finer_preprocess/4 lacks model.py.*make export"):
+        bootstrap.ensure_model(repo, run_dir=tmp_path / "run")  # a half version is not retrained over
+    for step, files in STEP_FILES.items():
+        (repo / step / "4").mkdir(parents=True)
+        for name in ("model.py", *files):
+            (repo / step / "4" / name).write_text("{}")
     assert bootstrap.ensure_model(repo, run_dir=tmp_path / "run") == folder
     assert not (tmp_path / "run").exists()  # nothing trained

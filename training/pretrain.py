@@ -111,17 +111,14 @@ def run(a: PretrainArgs) -> int:
     import mlflow
     from transformers import (AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling,
                               TrainingArguments, set_seed)
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from training.tracking import start_run
+    from training.tracking import resume_point, start_run
     from training.train import time_budget_callback
 
     out = Path(a.output_dir)
-    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
-    if a.resume and not checkpoint:
-        raise DataError(f"--resume: no checkpoint in {out / 'checkpoints'}; start without --resume")
-    if not a.resume and checkpoint:
-        raise DataError(f"{out} already holds checkpoints: continue with --resume, or pick a new --output_dir")
+    try:
+        checkpoint, resumed_id = resume_point(out, a.resume)
+    except ValueError as e:
+        raise DataError(str(e)) from None
     set_seed(a.seed)
     report = LoadReport()
     splits = load_splits(resolve_source(a.data), report)
@@ -148,11 +145,7 @@ def run(a: PretrainArgs) -> int:
         eval_steps=a.save_steps, logging_steps=50, seed=a.seed, report_to=["mlflow"], run_name=a.run_name,
         dataloader_num_workers=0, disable_tqdm=False)
     callbacks = [time_budget_callback(a.time_budget_minutes)] if a.time_budget_minutes > 0 else []
-    run_file = out / "mlflow_run_id"
-    resumed_id = run_file.read_text().strip() if a.resume and run_file.is_file() else None
-    with start_run(a.tracking_uri, a.artifact_root, EXPERIMENT, a.run_name, run_id=resumed_id) as mlrun:
-        out.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(mlrun.info.run_id + "\n")
+    with start_run(a.tracking_uri, a.artifact_root, EXPERIMENT, a.run_name, run_id=resumed_id, out=out) as mlrun:
         if not resumed_id:
             mlflow.log_params({f"dapt.{k}": v for k, v in asdict(a).items() if k != "resume"})
             mlflow.log_params({"dapt.blocks": len(blocks), "dapt.sentences_available": len(train_text)})

@@ -42,7 +42,7 @@ RECIPES = {
     "serve": Recipe(
         ["--model", "offline-minilm", "--scope", "debt", "--learning_rate", "2e-4", "--epochs", "3",
          "--negative_ratio", "4", "--numeric_o_weight", "0.3", "--early_stopping_patience", "4",
-         "--evals_per_epoch", "2", "--test_sentences", "filtered", "--time_budget_minutes", "25"]),
+         "--evals_per_epoch", "2", "--score_test", "filtered", "--time_budget_minutes", "25"]),
 }
 
 

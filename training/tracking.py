@@ -11,9 +11,26 @@ from pathlib import Path
 
 import mlflow
 
+RUN_ID_FILE = "mlflow_run_id"  # in a run's output folder
+
+
+def resume_point(out: Path, resume: bool) -> tuple[str | None, str | None]:
+    """(newest checkpoint, MLflow run id) to continue in `out` with `resume`; (None, None) for a new run.
+    Raises ValueError when `resume` finds nothing, or a new run would mix with an old one's checkpoints."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    if resume and not checkpoint:
+        raise ValueError(f"--resume: no checkpoint in {out / 'checkpoints'}; start without --resume")
+    if not resume and checkpoint:
+        raise ValueError(f"{out} already holds checkpoints of a run: continue it with --resume, or pick a new --output_dir")
+    run_file = out / RUN_ID_FILE
+    return checkpoint, (run_file.read_text().strip() if resume and run_file.is_file() else None)
+
 
 @contextlib.contextmanager
-def start_run(tracking_uri: str, artifact_root: str, experiment: str, run_name: str = "", run_id: str | None = None):
+def start_run(tracking_uri: str, artifact_root: str, experiment: str, run_name: str = "", run_id: str | None = None,
+              out: Path | None = None):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no phoning home
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the Trainer's MLflowCallback reads it
     mlflow.set_tracking_uri(tracking_uri)
@@ -22,6 +39,9 @@ def start_run(tracking_uri: str, artifact_root: str, experiment: str, run_name: 
         mlflow.create_experiment(experiment, artifact_location=Path(artifact_root).resolve().as_uri())
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name or None) as run:
+        if out is not None:  # where `resume_point` finds the run again
+            out.mkdir(parents=True, exist_ok=True)
+            (out / RUN_ID_FILE).write_text(run.info.run_id + "\n")
         yield run
 
 

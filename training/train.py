@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from finer.labels import LabelScope, ScopeError
+from finer.serving import ServingSpec
 from finer.words import is_number
 from training.data import DataError, LoadReport, entity_counts, load_splits, require, resolve_source, select
 from training.models import DEFAULT_MODEL, resolve_model
@@ -33,9 +34,9 @@ class TrainArgs:
     augment_copies: int = field(default=0, metadata={"help": "add this many copies of each tagged training sentence with entity numbers replaced by other values of their type and benchmark names (LIBOR, SOFR, ...) swapped"})
     numeric_o_weight: float = field(default=1.0, metadata={"help": "loss weight of an 'O' label on a number (filers leave numbers untagged; < 1 trusts those O labels less)"})
     report_scope: str = field(default="", metadata={"help": "also score this narrower scope from the model's predictions, e.g. 'debt' from an 'all' model (multi-task)"})
-    test_sentences: str = field(default="all", metadata={"help": "score the test split on 'all' sentences (filtered and unfiltered), on the 'filtered' ones only (minutes instead of a quarter hour: the first start), or 'none'", "choices": ["all", "filtered", "none"]})
-    max_length: int = 128
-    stride: int = 32
+    score_test: str = field(default="all", metadata={"help": "score the test split on 'all' sentences (filtered and unfiltered), on the 'filtered' ones only (minutes instead of a quarter hour: the first start), or 'none'", "choices": ["all", "filtered", "none"]})
+    max_length: int = ServingSpec.max_length  # windows as served (finer.serving)
+    stride: int = ServingSpec.stride
     output_dir: str = "runs/latest"
     epochs: float = 3.0
     learning_rate: float = 5e-5
@@ -133,8 +134,8 @@ def prepare(a: TrainArgs):
     # Validation holds the same share of negatives, so early stopping also sees false positives.
     validation = require(_sample(scoped(splits["validation"]), a.max_eval_samples, a.seed),
                          f"the validation sentences of scope '{a.scope}'")
-    test = [] if a.test_sentences == "none" else _sample(
-        select(splits["test"], scope, filtered=a.test_sentences == "filtered"), a.max_test_samples, a.seed)
+    test = [] if a.score_test == "none" else _sample(
+        select(splits["test"], scope, filtered=a.score_test == "filtered"), a.max_test_samples, a.seed)
     return scope, train, validation, test
 
 
@@ -154,23 +155,20 @@ def run(a: TrainArgs) -> int:
     import torch
     from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
                               TrainingArguments, set_seed)
-    from transformers.trainer_utils import get_last_checkpoint
-
     from finer.pipeline import plain_tokenizer
     from finer.words import common_shapes
     from training import evaluate as ev
     from training.augment import augment
     from training.features import IGNORE, tagger_config, windows_with_labels
     from training.noise import untagged_numbers
-    from training.tracking import log_results, start_run
+    from training.tracking import log_results, resume_point, start_run
     from training.weighting import WeightedLossTrainer, collator
 
     out = Path(a.output_dir)
-    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
-    if a.resume and not checkpoint:
-        raise DataError(f"--resume: no checkpoint in {out / 'checkpoints'}; start without --resume")
-    if not a.resume and checkpoint:
-        raise DataError(f"{out} already holds checkpoints of a run: continue it with --resume, or pick a new --output_dir")
+    try:
+        checkpoint, resumed_id = resume_point(out, a.resume)
+    except ValueError as e:
+        raise DataError(str(e)) from None
     set_seed(a.seed)
     scope, train_rows, val_rows, test_rows = prepare(a)
     report_scope = LabelScope.parse(a.report_scope) if a.report_scope else None
@@ -259,11 +257,7 @@ def run(a: TrainArgs) -> int:
     if a.time_budget_minutes > 0:
         callbacks.append(time_budget_callback(a.time_budget_minutes))
 
-    run_file = out / "mlflow_run_id"
-    resumed_id = run_file.read_text().strip() if a.resume and run_file.is_file() else None
-    with start_run(a.tracking_uri, a.artifact_root, a.experiment, a.run_name, run_id=resumed_id) as run:
-        out.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(run.info.run_id + "\n")
+    with start_run(a.tracking_uri, a.artifact_root, a.experiment, a.run_name, run_id=resumed_id, out=out) as run:
         if not resumed_id:
             mlflow.log_params({f"finer.{k}": v for k, v in asdict(a).items() if k != "resume"})
             mlflow.log_params({"finer.train_sentences": len(train_rows), "finer.train_windows": len(train_ds),
@@ -295,8 +289,8 @@ def run(a: TrainArgs) -> int:
                                "train_steps": trainer.state.global_step})
         if results:
             print((out / "evaluation" / "summary.md").read_text())
-        if a.test_sentences != "all":
-            print(f"test scored on {a.test_sentences} sentences only: `python -m training.evaluate {model_dir} "
+        if a.score_test != "all":
+            print(f"test scored on {a.score_test} sentences only: `python -m training.evaluate {model_dir} "
                   f"--data {a.data}` scores all of them", file=sys.stderr)
         print(f"model: {model_dir}\nMLflow run {run.info.run_id}"
               + (f", registered as models:/{a.registered_model}/{version}" if version else ""))
