@@ -1,7 +1,8 @@
 """How one `tag()` call becomes Triton requests, and how the answers become entities again.
 
 The server takes at most `max_documents` documents per request, needing at most `max_windows`
-windows of sub-tokens together. The tokenizer lives in the model repository, so the client bounds
+windows of `max_length` sub-tokens (overlapping by `stride`) together; the ensemble publishes all
+four as parameters (generated from `finer.serving.ServingSpec`). The tokenizer lives in the model repository, so the client bounds
 windows from length instead: a WordPiece/BPE sub-token covers at least one character, so a text of
 n code points has at most n sub-tokens. Documents whose bound exceeds one request are cut into
 pieces at paragraph, line, sentence or word boundaries (never inside a FiNER word), sent as
@@ -16,13 +17,11 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+from finer.serving import ERROR_TOO_BIG, ServingSpec, has_code
 from finer.windows import window_count
 
 from client.errors import InvalidInput, ServerError
 
-# finer.json defaults of every export (the served max_length/stride are not visible over the API).
-MAX_LENGTH = 128
-STRIDE = 32
 # Sub-tokens per character, upper bound used to estimate windows (see the module docstring).
 TOKENS_PER_CHAR = 1.0
 
@@ -43,13 +42,17 @@ class Entity:
 class Limits:
     max_documents: int
     max_windows: int
+    max_length: int = ServingSpec.max_length
+    stride: int = ServingSpec.stride
 
     @classmethod
     def from_config(cls, config: dict) -> "Limits":
-        """From the ensemble's config as JSON (HTTP's dict, or gRPC's `as_json=True` ["config"])."""
+        """From the ensemble's config as JSON (HTTP's dict, or gRPC's `as_json=True` ["config"]).
+        A repository exported before the window settings were published gets the spec's defaults."""
         params = {k: v.get("string_value") for k, v in (config.get("parameters") or {}).items()}
         try:
-            return cls(int(params["max_documents"]), int(params["max_windows"]))
+            windows = {k: int(params[k]) for k in ("max_length", "stride") if k in params}
+            return cls(int(params["max_documents"]), int(params["max_windows"]), **windows)
         except (KeyError, TypeError, ValueError):
             raise ServerError(
                 f"model '{config.get('name')}' has no integer max_documents/max_windows parameters: "
@@ -59,8 +62,13 @@ class Limits:
     @property
     def piece_chars(self) -> int:
         """The longest text that surely fits the window limit on its own."""
-        room = MAX_LENGTH - 2
-        return int((room + (self.max_windows - 1) * (room - STRIDE)) / TOKENS_PER_CHAR)
+        room = self.max_length - 2
+        return int((room + (self.max_windows - 1) * (room - self.stride)) / TOKENS_PER_CHAR)
+
+    def windows(self, text: str) -> int:
+        """An upper bound of the windows `text` needs; an empty document still costs one."""
+        return max(1, window_count(int(len(text) * TOKENS_PER_CHAR + 0.999), max_length=self.max_length,
+                                   stride=self.stride))
 
 
 @dataclass(frozen=True)
@@ -68,11 +76,6 @@ class Piece:
     document: int  # index in the call's list
     offset: int  # where `text` starts in that document
     text: str
-
-    @property
-    def windows(self) -> int:
-        # An empty document still costs the server a (padded) window.
-        return max(1, window_count(int(len(self.text) * TOKENS_PER_CHAR + 0.999), max_length=MAX_LENGTH, stride=STRIDE))
 
 
 def documents_of(texts) -> tuple[list[str], bool]:
@@ -139,11 +142,12 @@ def plan(documents: Sequence[str], limits: Limits) -> list[list[Piece]]:
     pieces.sort(key=lambda p: len(p.text))
     requests, current, windows = [], [], 0
     for piece in pieces:
-        if current and (len(current) == limits.max_documents or windows + piece.windows > limits.max_windows):
+        need = limits.windows(piece.text)
+        if current and (len(current) == limits.max_documents or windows + need > limits.max_windows):
             requests.append(current)
             current, windows = [], 0
         current.append(piece)
-        windows += piece.windows
+        windows += need
     if current:
         requests.append(current)
     return requests
@@ -151,7 +155,7 @@ def plan(documents: Sequence[str], limits: Limits) -> list[list[Piece]]:
 
 def is_too_big(error: InvalidInput) -> bool:
     """finer_preprocess's refusal of a request that needs more windows than it takes."""
-    return "windows" in str(error) and "limit" in str(error)
+    return has_code(str(error), ERROR_TOO_BIG)
 
 
 def halve(request: list[Piece]) -> list[list[Piece]]:

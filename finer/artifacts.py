@@ -1,7 +1,8 @@
-"""Where an exported model lives: numbered version folders of `finer_model` in the Triton repository.
+"""Where an exported model lives: version N of every model of the ensemble in the Triton repository.
 
-Triton serves the highest-numbered version; the preprocess/postprocess models read the tokenizer and
-labels from that same folder, so rolling back is moving the newest folder away.
+Triton serves the highest-numbered version of each model; `finer_model/<N>` holds the ONNX model
+and each Python step's `<N>` its code and the files it reads (see `training.repository`), so one
+number names the whole served model and a rollback retires it everywhere.
 """
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from pathlib import Path
 
 MODEL_NAME = "finer_model"
 FILES = ("model.onnx", "tokenizer.json", "finer.json")
+# The Python steps and the exported files each reads from its own version folder (besides model.py).
+STEP_FILES = {
+    "finer_preprocess": ("tokenizer.json", "finer.json"),
+    "finer_postprocess": ("finer.json",),
+    "finer_labels": ("finer.json",),
+}
 
 
 class MissingArtifacts(FileNotFoundError):
@@ -37,4 +44,17 @@ def latest(model_dir: str | Path) -> Path:
         raise MissingArtifacts(
             f"{folder} lacks {', '.join(missing)}: run `make export` again or remove that folder"
         )
+    return folder
+
+
+def latest_ensemble(repository: str | Path) -> Path:
+    """finer_model's newest complete version, checked to exist in every Python step too."""
+    repository = Path(repository)
+    folder = latest(repository / MODEL_NAME)
+    for step, files in STEP_FILES.items():
+        missing = [name for name in ("model.py", *files) if not (repository / step / folder.name / name).is_file()]
+        if missing:
+            raise MissingArtifacts(
+                f"{repository / step / folder.name} lacks {', '.join(missing)}: version {folder.name} was not "
+                "exported as a whole ensemble; run `make export` again")
     return folder

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from finer.labels import OUTSIDE
+from finer.serving import ServingSpec
 from finer.spans import Entity, decode as decode_spans
 from finer.windows import bucket_length, make_windows, pad_windows, word_probabilities
 from finer.words import Word, may_be_entity, shape_numbers
@@ -30,10 +31,10 @@ class TaggerConfig:
     cls_id: int
     sep_id: int
     pad_id: int
-    max_length: int = 128
-    stride: int = 32
+    max_length: int = ServingSpec.max_length
+    stride: int = ServingSpec.stride
     # Triton only batches equal shapes: windows are padded up to one of these lengths.
-    buckets: list[int] = field(default_factory=lambda: [32, 64, 128])
+    buckets: list[int] = field(default_factory=lambda: ServingSpec().buckets)
     # Numeric-shape tokens the model was trained with (empty: numbers are read as they are).
     number_shapes: list[str] = field(default_factory=list)
 

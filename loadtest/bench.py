@@ -23,7 +23,6 @@ import gc
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -44,15 +43,6 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def repository_skeleton(source: Path, target: Path) -> Path:
-    """`source` without exported versions, retired ones, export staging folders or caches."""
-    def ignore(folder, names):
-        in_model = Path(folder).name == "finer_model"
-        return [n for n in names if n == "__pycache__" or (in_model and (n.isdigit() or n.startswith(".")))]
-
-    return Path(shutil.copytree(source, target, ignore=ignore))
-
-
 def thread_settings(repository: Path) -> tuple[int, int]:
     """intra/inter-op threads of finer_model's config.pbtxt, so the floor runs ONNX Runtime as the server does."""
     text = (repository / "finer_model" / "config.pbtxt").read_text()
@@ -67,8 +57,9 @@ def thread_settings(repository: Path) -> tuple[int, int]:
 def export_both(model: Path, repository: Path, scratch: Path, validation: Path, max_validation: int | None) -> tuple[dict, dict]:
     """fp32 and int8 versions of `model`, each as version 1 of its own repository copy; and the export report."""
     from training.export import ExportError, export_model
+    from training.repository import move_version, skeleton
 
-    staging = repository_skeleton(repository, scratch / "export")
+    staging = skeleton(repository, scratch / "export")
     report: dict = {}
     try:
         # The bench measures int8 whatever its F1: the gate's figures are reported against the target instead.
@@ -78,8 +69,8 @@ def export_both(model: Path, repository: Path, scratch: Path, validation: Path, 
         raise BenchError(f"export of {model} failed: {e}") from None
     repos = {}
     for folder, info in report.items():
-        repo = repository_skeleton(repository, scratch / info["precision"])
-        shutil.move(folder, repo / "finer_model" / "1")
+        repo = skeleton(repository, scratch / info["precision"])
+        move_version(staging, Path(folder).name, repo, 1)
         repos[info["precision"]] = repo
     return repos, report
 

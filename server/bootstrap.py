@@ -71,10 +71,11 @@ def training_plan() -> tuple[list[str], str]:
 
 def ensure_model(repository: Path = DEFAULT_REPOSITORY, run_dir: Path = Path("runs/serve")) -> Path:
     model_dir = repository / artifacts.MODEL_NAME
-    try:
-        return artifacts.latest(model_dir)
-    except artifacts.MissingArtifacts:
-        pass
+    if artifacts.versions(model_dir):  # exported before: serve it, or say why it cannot be (no retraining)
+        try:
+            return artifacts.latest_ensemble(repository)
+        except artifacts.MissingArtifacts as e:
+            raise BootstrapError(str(e)) from None
     started = time.monotonic()
     args, source = training_plan()
     print(f"no exported model in {model_dir}: building one first ({source}).", flush=True)

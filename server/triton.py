@@ -160,9 +160,10 @@ class TritonServer:
         return f"http://{self.metrics_address}:{self.metrics_port}/metrics"
 
     def model_version(self) -> Path:
-        """The finer_model version folder that will be served; a one-line error if there is none."""
+        """The finer_model version folder that will be served; a one-line error if there is none or a
+        step lacks the same version."""
         try:
-            return artifacts.latest(self.repository / artifacts.MODEL_NAME)
+            return artifacts.latest_ensemble(self.repository)
         except artifacts.MissingArtifacts as e:
             raise ServerError(str(e)) from None
 

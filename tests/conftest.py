@@ -7,7 +7,6 @@ same `finer.pipeline` steps, so tests compare the server's entities with the ref
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +27,10 @@ def export_version(model_folder: Path, repository: Path) -> Path:
 
 
 def copy_repository(target: Path) -> Path:
-    """The project's model repository without exported versions of finer_model."""
-    return Path(shutil.copytree(
-        ROOT / "model_repository", target,
-        ignore=lambda folder, names: [n for n in names if Path(folder).name == "finer_model" and n[:1] in "0123456789."]
-        + [n for n in names if n == "__pycache__"],
-    ))
+    """The project's model repository without exported versions (the ensemble's empty `finer/1` stays)."""
+    from training.repository import skeleton
+
+    return skeleton(ROOT / "model_repository", target)
 
 
 @dataclass

@@ -101,11 +101,21 @@ def test_split_document_covers_text_at_boundaries():
     assert [len(p) for _, p in planner.split_document(solid, 5_000)] == [5_000, 5_000, 1]
 
 
+def test_window_settings_come_from_the_server_config():
+    config = {"name": "finer", "parameters": {k: {"string_value": v} for k, v in
+                                               (("max_documents", "8"), ("max_windows", "4"), ("max_length", "64"),
+                                                ("stride", "16"))}}
+    limits = planner.Limits.from_config(config)
+    assert (limits.max_length, limits.stride) == (64, 16)
+    assert limits.piece_chars == 62 + 3 * (62 - 16)
+    assert limits.windows("x" * 200) == window_count(200, max_length=64, stride=16)
+
+
 def test_plan_respects_both_limits():
     limits = planner.Limits(max_documents=8, max_windows=10)
     docs = ["short"] * 20 + [words(300)] * 5 + ["", paragraphs(50_000)]
     requests = planner.plan(docs, limits)
-    assert all(len(r) <= 8 and sum(p.windows for p in r) <= 10 for r in requests)
+    assert all(len(r) <= 8 and sum(limits.windows(p.text) for p in r) <= 10 for r in requests)
     pieces = [p for r in requests for p in r]
     assert [len(p.text) for p in pieces] == sorted(len(p.text) for p in pieces), "short ones together: less padding"
     assert {p.document for p in pieces} == set(range(len(docs))) - {25}, "empty documents are not sent"

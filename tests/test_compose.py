@@ -33,6 +33,11 @@ def test_services_ports_and_repository():
         assert any(v["target"] == "/models" and v["source"] == str(ROOT / "model_repository") for v in s["volumes"])
         assert "--model-repository=/models" in s["command"]
     assert services["triton-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    # the GPU service selects the generated GPU config, which really puts finer_model on the GPU
+    (name,) = [a.split("=", 1)[1] for a in services["triton-gpu"]["command"] if a.startswith("--model-config-name=")]
+    gpu_config = (ROOT / "model_repository" / "finer_model" / "configs" / f"{name}.pbtxt").read_text()
+    assert "KIND_GPU" in gpu_config and "KIND_CPU" not in gpu_config
+    assert not any(a.startswith("--model-config-name") for a in services["triton"]["command"])
     for s in services.values():
         for port in s.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", f"{port} is not loopback-only"

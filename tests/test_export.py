@@ -14,7 +14,8 @@ from finer.pipeline import TaggerConfig, encode, load_tokenizer
 from finer.words import split_words
 from tiny_model import WORDS, build_tiny_model
 from training import export
-from training.export import ExportError, export_model, rollback
+from training.export import ExportError, export_model
+from training.repository import STEP_FILES, RepositoryError, rollback
 
 FILES = {"model.onnx", "tokenizer.json", "finer.json", "export.json"}
 SENTENCE = "The senior notes bear interest at 7.00% per annum and the revolving credit facility has a maximum borrowing capacity of $750 million."
@@ -36,8 +37,9 @@ def exported(tiny, tmp_path_factory):
     return repository, out.getvalue()
 
 
-def versions_in(repository: Path) -> list[str]:
-    return sorted(p.name for p in (repository / "finer_model").iterdir())
+def versions_in(repository: Path, model: str = "finer_model") -> list[str]:
+    """Version folders and hidden ones (retired, staging) of a model; configs are not versions."""
+    return sorted(p.name for p in (repository / model).iterdir() if p.is_dir() and p.name != "configs")
 
 
 def torch_logits(folder: Path, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -101,13 +103,20 @@ def test_onnx_runtime_matches_torch_on_a_sentence(exported, tiny):
 def test_versions_count_up_and_rollback_retires_the_newest(tiny, tmp_path):
     assert export_model(tiny, tmp_path).name == "1"
     assert export_model(tiny, tmp_path).name == "2"
-    old, new, serving = rollback(tmp_path)
-    assert (old.name, serving) == ("2", 1)
-    assert new == tmp_path / "finer_model" / ".retired" / "2" and {p.name for p in new.iterdir()} == FILES
-    assert versions_in(tmp_path) == [".retired", "1"]
+    for step, files in STEP_FILES.items():  # the whole ensemble is versioned together
+        assert versions_in(tmp_path, step) == ["1", "2"]
+        assert {p.name for p in (tmp_path / step / "2").iterdir()} == {"model.py", *files}
+    assert (tmp_path / "finer_preprocess" / "2" / "tokenizer.json").read_bytes() == \
+        (tmp_path / "finer_model" / "2" / "tokenizer.json").read_bytes()
+    assert rollback(tmp_path) == (2, 1)
+    retired = tmp_path / "finer_model" / ".retired" / "2"
+    assert {p.name for p in retired.iterdir()} == FILES
+    for model in ("finer_model", *STEP_FILES):
+        assert versions_in(tmp_path, model) == [".retired", "1"], model
     assert export_model(tiny, tmp_path).name == "3"  # a number is never reused for another model
+    assert versions_in(tmp_path, "finer_postprocess") == [".retired", "1", "3"]
     rollback(tmp_path)
-    with pytest.raises(ExportError, match="only one"):
+    with pytest.raises(RepositoryError, match="only one"):
         rollback(tmp_path)
     assert versions_in(tmp_path) == [".retired", "1"]
 

@@ -69,8 +69,30 @@ def test_python_steps():
         "WORD_IDS": (mc.TYPE_INT32, [-1, -1]), "WORD_SPANS": (mc.TYPE_INT32, [-1, 3]),
     }
     assert tensors(post.input)["LOGITS"] == (mc.TYPE_FP32, [-1, -1, -1])
-    assert (REPO / "finer_preprocess" / "1" / "model.py").is_file()
-    assert (REPO / "finer_postprocess" / "1" / "model.py").is_file()
+    for step in ("finer_preprocess", "finer_postprocess", "finer_labels"):  # copied into each version by export
+        assert (REPO / step / "model.py").is_file()
+
+
+def test_committed_configs_are_the_generated_ones():
+    from training.triton_configs import differences
+
+    assert differences(REPO) == [], "run `python -m training.triton_configs` and commit the result"
+
+
+def test_gpu_config_runs_the_model_on_the_gpu():
+    gpu = text_format.Parse((REPO / "finer_model" / "configs" / "gpu.pbtxt").read_text(), mc.ModelConfig())
+    assert [g.kind for g in gpu.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    cpu = load("finer_model")
+    assert gpu.max_batch_size == cpu.max_batch_size and gpu.input == cpu.input and gpu.output == cpu.output
+    assert [w.name for w in gpu.model_warmup] == [w.name for w in cpu.model_warmup]
+    assert "intra_op_thread_count" not in gpu.parameters  # CPU thread settings stay off the GPU
+
+
+def test_ensemble_publishes_window_settings():
+    from finer.serving import ServingSpec
+
+    ensemble = params(load("finer"))
+    assert (int(ensemble["max_length"]), int(ensemble["stride"])) == (ServingSpec.max_length, ServingSpec.stride)
 
 
 def test_onnx_model_config():

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +20,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conftest import ROOT, as_object_array, copy_repository, stub_processes
+from finer.artifacts import STEP_FILES
 from finer.pipeline import encode
 from finer.words import split_words
 from server.triton import free_port
@@ -278,6 +279,8 @@ def test_cli_load_failure_gives_reason_and_log_tail(tiny_export, tmp_path):
     import torch
 
     repository = copy_repository(tmp_path / "repo")
+    for step in STEP_FILES:  # the steps of a good export; only the ONNX model is broken
+        shutil.copytree(tiny_export.repository / step / "1", repository / step / "1")
     version = repository / "finer_model" / "1"
     version.mkdir()
     for name in ("tokenizer.json", "finer.json"):

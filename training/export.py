@@ -18,12 +18,11 @@ special ids, window settings) and export.json (provenance and the figures below)
    strict IOB2) of fp32 ONNX vs int8 ONNX: a drop over `--max-f1-drop` points fails the export
    (or, with `--on-f1-drop fp32`, writes the fp32 model instead).
 
-Versions: N is one more than any version ever written here (retired ones included), so a number
-always names one model. One export writes one version; with `--also-fp32` an int8 export writes the
-fp32 model as N and the int8 one as N+1 (Triton serves the newest). Everything is built in a hidden
-staging folder and renamed into place at the end, so a failed export never leaves half a version.
-Rollback moves the newest version to `finer_model/.retired/<N>/`: Triton ignores non-numeric
-folders inside a model, but would try to load a `.retired` folder at the repository root as a model.
+Versions (`training.repository`): version N is the whole ensemble, finer_model/<N> and each Python
+step's <N> with the tokenizer and labels it reads, and N is never reused. One export writes one
+version; with `--also-fp32` an int8 export writes the fp32 model as N and the int8 one as N+1
+(Triton serves the newest). Everything is built in a hidden staging folder and renamed into place
+at the end, so a failed export never leaves half a version. `--rollback` retires N everywhere.
 """
 from __future__ import annotations
 
@@ -36,7 +35,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -46,12 +44,12 @@ from typing import Sequence
 
 import numpy as np
 
-from finer.artifacts import MODEL_NAME, versions as live_versions
 from finer.labels import OUTSIDE, finer_label_names
 from finer.pipeline import CONFIG_FILE, TaggerConfig, encode, load_tokenizer, plain_tokenizer
+from finer.serving import ServingSpec, buckets_for
+from training.repository import RepositoryError, rollback, staging_folder, write_version
 from finer.words import split_words
 
-RETIRED = ".retired"
 PARITY_TOLERANCE = 1e-4
 OPSET = 18
 MAX_F1_DROP_POINTS = 0.5
@@ -178,12 +176,13 @@ def load_classifier(path: Path):
 
 def tagger_settings(path: Path, tokenizer, labels: list[str], model_config, max_length: int | None,
                     stride: int | None) -> TaggerConfig:
-    """finer.json for serving: window settings from the flags, else the training run's finer.json, else 128/32."""
+    """finer.json for serving: window settings from the flags, else the training run's finer.json, else the
+    serving spec's defaults."""
     from training.features import tagger_config
 
     trained = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
-    max_length = max_length or trained.get("max_length") or 128
-    stride = stride if stride is not None else trained.get("stride", 32)
+    max_length = max_length or trained.get("max_length") or ServingSpec.max_length
+    stride = stride if stride is not None else trained.get("stride", ServingSpec.stride)
     limit = getattr(model_config, "max_position_embeddings", None)
     if limit and max_length > limit:
         raise ExportError(f"--max-length {max_length} exceeds the model's {limit} positions")
@@ -193,7 +192,7 @@ def tagger_settings(path: Path, tokenizer, labels: list[str], model_config, max_
                            trained.get("number_shapes", ()))
     if None in (config.cls_id, config.sep_id, config.pad_id):
         raise ExportError(f"{path}: the tokenizer has no cls/bos, sep/eos or pad token id; windows need all three")
-    config.buckets = [b for b in (32, 64, 128, 256, 512) if b < max_length] + [max_length]
+    config.buckets = buckets_for(max_length)
     return config
 
 
@@ -443,27 +442,7 @@ def validation_f1(path: Path, tokenizer, config: TaggerConfig, candidates: dict,
     return {"file": str(path), "sentences": len(rows), "f1": scores}
 
 
-# ---------------------------------------------------------------- repository
-
-
-def _versions(model_dir: Path) -> list[int]:
-    """Version numbers ever used here: live ones and retired ones."""
-    return live_versions(model_dir) + live_versions(model_dir / RETIRED)
-
-
-def _claim(model_dir: Path, staged: Path) -> Path:
-    """Rename a finished folder to the next free version number (atomic; retries if another export took it)."""
-    version = max(_versions(model_dir), default=0) + 1
-    while True:
-        target = model_dir / str(version)
-        if not target.exists() and not (model_dir / RETIRED / str(version)).exists():
-            try:
-                staged.rename(target)
-                return target
-            except OSError as e:
-                if not target.exists():  # not a race with another export: a real failure
-                    raise ExportError(f"cannot create {target} ({e.strerror})") from None
-        version += 1
+# ---------------------------------------------------------------- provenance
 
 
 def _sha256(path: Path) -> str:
@@ -481,24 +460,6 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "not installed"
-
-
-def rollback(repository: str | Path = "model_repository") -> tuple[Path, Path, int]:
-    """Move the newest version to finer_model/.retired/<N>; returns (old path, new path, version now served)."""
-    model_dir = Path(repository) / MODEL_NAME
-    live = live_versions(model_dir)
-    if not live:
-        raise ExportError(f"{model_dir}: no version to roll back")
-    if len(live) == 1:
-        raise ExportError(f"{model_dir}: version {live[0]} is the only one; retiring it would leave Triton nothing "
-                          f"to serve (export another model first, or move the folder away by hand)")
-    newest = model_dir / str(live[-1])
-    target = model_dir / RETIRED / newest.name
-    if target.exists():
-        target = target.with_name(f"{newest.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
-    target.parent.mkdir(exist_ok=True)
-    newest.rename(target)
-    return newest, target, live[-2]
 
 
 # ---------------------------------------------------------------- export
@@ -540,13 +501,10 @@ def export_model(
         raise ExportError(f"on_f1_drop must be 'fail' or 'fp32', not {on_f1_drop!r}")
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    model_dir = Path(repository) / MODEL_NAME
     try:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        # Staging inside the model folder: same filesystem (atomic rename), and non-numeric, so Triton ignores it.
-        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=model_dir))
-    except OSError as e:
-        raise ExportError(f"{model_dir}: cannot write there ({e.strerror}); choose another --repository") from None
+        staging = staging_folder(repository)
+    except RepositoryError as e:
+        raise ExportError(str(e)) from None
     try:
         path, provenance = resolve_source(str(model_or_uri), tracking_uri, staging)
         model, hf_tokenizer, labels = load_classifier(path)
@@ -638,7 +596,8 @@ def export_model(
                     "timings_s": {k: round(v, 2) for k, v in {**timings, "total_s": time.perf_counter() - started}.items()},
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             (folder / "export.json").write_text(json.dumps(info, indent=1) + "\n")
-            target = _claim(model_dir, folder)  # the folder name is the version number
+            spec = ServingSpec(max_length=config.max_length, stride=config.stride)
+            target = write_version(repository, folder, spec)  # every model's version N; configs regenerated
             written.append(target)
             if report is not None:
                 report[str(target)] = info
@@ -700,9 +659,8 @@ def summary(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Rollback: --rollback moves the newest version to "
-                                       "<repository>/finer_model/.retired/<N>; restart Triton (or reload finer_model, "
-                                       "finer_preprocess and finer_postprocess) to serve the previous one.")
+                                epilog="Rollback: --rollback moves the newest version N of every model of the ensemble "
+                                       "to <repository>/<model>/.retired/<N>; restart Triton to serve the previous one.")
     p.add_argument("model", nargs="?", help="trained model folder, or MLflow URI models:/<name>/<version> or runs:/<run id>/model")
     p.add_argument("--repository", default="model_repository", help="Triton model repository root (default: %(default)s)")
     p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation, gated on validation F1")
@@ -724,9 +682,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.rollback:
             if a.model:
                 p.error("--rollback takes no model")
-            old, new, now = rollback(a.repository)
-            print(f"retired {old} -> {new}; version {now} is now the newest "
-                  f"(restart Triton, or reload finer_model, finer_preprocess and finer_postprocess)")
+            old, now = rollback(a.repository)
+            print(f"retired version {old} of every model of the ensemble (now in <model>/.retired/); version {now} "
+                  "is the newest: restart Triton to serve it")
             return 0
         if not a.model:
             p.error("give a model folder or MLflow URI (or --rollback)")
@@ -736,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
                      tracking_uri=a.tracking_uri, per_channel=a.per_channel, quantize_embeddings=a.quantize_embeddings,
                      max_f1_drop=a.max_f1_drop, on_f1_drop=a.on_f1_drop, also_fp32=a.also_fp32,
                      max_validation_sentences=a.max_validation_sentences, report=report)
-    except ExportError as e:
+    except (ExportError, RepositoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(summary(report))

@@ -10,6 +10,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from finer.serving import ServingSpec
 from finer.windows import make_windows
 from finer.words import is_number, shape_numbers
 
@@ -81,7 +82,7 @@ def _labels(window, word_labels: list[int], inside: dict[int, int] | None) -> li
     return out
 
 
-def tagger_config(tokenizer, id2label: dict, max_length: int = 128, stride: int = 32,
+def tagger_config(tokenizer, id2label: dict, max_length: int = ServingSpec.max_length, stride: int = ServingSpec.stride,
                   number_shapes: Sequence[str] = ()):
     """The serving-side description of a trained model (saved as finer.json on export)."""
     from finer.pipeline import TaggerConfig

@@ -14,14 +14,17 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from finer import artifacts
 from finer.pipeline import TaggerConfig, encode, load_tokenizer, tokenize
+from finer.serving import ERROR_BAD_TEXT, ERROR_TOO_BIG, coded
 from finer.windows import window_count
 from finer.words import split_words
 
 
 class RequestError(ValueError):
-    """A problem with the request itself: answered as INVALID_ARGUMENT."""
+    """A problem with the request itself: answered as INVALID_ARGUMENT, its code in brackets."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(coded(code, message))
 
 
 def decode_texts(raw: np.ndarray) -> list[str]:
@@ -34,7 +37,7 @@ def decode_texts(raw: np.ndarray) -> list[str]:
             texts.append(bytes(item).decode("utf-8"))
         except UnicodeDecodeError as e:
             raise RequestError(
-                f"TEXT[{i}] is not valid UTF-8 (byte {e.start}: {bytes(item)[e.start:e.start + 1]!r}): "
+                ERROR_BAD_TEXT, f"TEXT[{i}] is not valid UTF-8 (byte {e.start}: {bytes(item)[e.start:e.start + 1]!r}): "
                 "send documents as UTF-8 text"
             ) from None
     return texts
@@ -46,8 +49,8 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.max_documents = int(params["max_documents"])
         self.max_windows = int(params["max_windows"])
-        # The exported model is the sibling `finer_model`: its newest version folder.
-        folder = artifacts.latest(Path(args["model_repository"]).parent / artifacts.MODEL_NAME)
+        # This version's own folder: the tokenizer of the finer_model version with the same number.
+        folder = Path(args["model_repository"]) / args["model_version"]
         self.config = TaggerConfig.load(folder)
         self.tokenizer = load_tokenizer(folder / "tokenizer.json")
         self.encode(["Warm up: 7.00% of $100 million."])
@@ -56,7 +59,7 @@ class TritonPythonModel:
     def encode(self, texts: list[str]):
         if len(texts) > self.max_documents:
             raise RequestError(
-                f"{len(texts)} documents > max_documents {self.max_documents}: send fewer documents per request"
+                ERROR_TOO_BIG, f"{len(texts)} documents > max_documents {self.max_documents}: send fewer documents per request"
             )
         documents = [split_words(t) for t in texts]
         words = [[w.text for w in d] for d in documents]
@@ -67,12 +70,12 @@ class TritonPythonModel:
         for i, n in enumerate(counts):
             if n > self.max_windows:
                 raise RequestError(
-                    f"document TEXT[{i}] is too long: {n} windows > limit {self.max_windows} "
+                    ERROR_TOO_BIG, f"document TEXT[{i}] is too long: {n} windows > limit {self.max_windows} "
                     f"({lengths[i]} sub-tokens); split the text"
                 )
         if sum(counts) > self.max_windows:
             raise RequestError(
-                f"the documents need {sum(counts)} windows together > limit {self.max_windows}: "
+                ERROR_TOO_BIG, f"the documents need {sum(counts)} windows together > limit {self.max_windows}: "
                 "send fewer documents per request"
             )
         encoded = encode(self.tokenizer, words, self.config, encodings)

@@ -6,13 +6,12 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from finer import artifacts
 from finer.pipeline import TaggerConfig
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        folder = artifacts.latest(Path(args["model_repository"]).parent / artifacts.MODEL_NAME)
+        folder = Path(args["model_repository"]) / args["model_version"]  # this version's own finer.json
         self.labels = np.array([t.encode() for t in TaggerConfig.load(folder).labels], dtype=np.object_)
         self.version = np.array([folder.name.encode()], dtype=np.object_)
 

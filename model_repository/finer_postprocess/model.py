@@ -2,7 +2,7 @@
 
 The words come back from WORD_SPANS (preprocess split them), tags are decoded by
 `finer.pipeline.decode` (per-word probabilities from the window that owns each word, strict IOB2),
-and labels are read from finer.json in the newest version folder of finer_model. The optional
+and labels are read from finer.json in this version's own folder (written by export with the model). The optional
 LABELS input (scope names such as `debt`, or FiNER types) narrows the answer to those types: one
 all-tags model serves every view.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from finer import artifacts
 from finer.labels import ScopeError, requested_types
 from finer.pipeline import TaggerConfig, decode
+from finer.serving import ERROR_BAD_LABELS, coded
 from finer.words import Word
 
 
@@ -41,7 +41,7 @@ def wanted_types(tensor) -> frozenset[str] | None:
 
 class TritonPythonModel:
     def initialize(self, args):
-        folder = artifacts.latest(Path(args["model_repository"]).parent / artifacts.MODEL_NAME)
+        folder = Path(args["model_repository"]) / args["model_version"]  # this version's own finer.json
         self.labels = TaggerConfig.load(folder).labels
         pb_utils.Logger.log_info(f"finer_postprocess: {len(self.labels)} labels from {folder}")
 
@@ -63,7 +63,7 @@ class TritonPythonModel:
                 keep = wanted_types(pb_utils.get_input_tensor_by_name(request, "LABELS"))
             except ScopeError as e:
                 responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"LABELS: {e}", pb_utils.TritonError.INVALID_ARG)))
+                    error=pb_utils.TritonError(coded(ERROR_BAD_LABELS, f"LABELS: {e}"), pb_utils.TritonError.INVALID_ARG)))
                 continue
             out = entities_json(texts, logits, get("WORD_IDS"), get("WORD_SPANS"), self.labels, keep)
             responses.append(pb_utils.InferenceResponse(

@@ -1,0 +1,67 @@
+"""The serving specification: every setting that the Triton configs, the Python steps, export and
+the client must agree on, in one place.
+
+`training.triton_configs` generates every config.pbtxt of the model repository from a
+`ServingSpec`; the Python steps read their values from those configs; the ensemble publishes the
+limits and the window settings as parameters, and the client reads them from there. Nothing else
+holds a copy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+DEVICES = ("cpu", "gpu")
+# Window lengths that padding may round up to (the model's own max_length is always the last).
+BUCKET_STEPS = (32, 64, 128, 256, 512)
+
+# Request errors of the Python steps start with one of these codes in brackets, e.g.
+# "[too_big] document TEXT[0] is too long ...", so clients act on the code, not on the wording.
+ERROR_TOO_BIG = "too_big"  # the request needs more windows or documents than one request may hold
+ERROR_BAD_TEXT = "bad_text"  # TEXT is not UTF-8
+ERROR_BAD_LABELS = "bad_labels"  # LABELS names an unknown scope or type
+
+
+def coded(code: str, message: str) -> str:
+    return f"[{code}] {message}"
+
+
+def has_code(message: str, code: str) -> bool:
+    return f"[{code}]" in message
+
+
+def buckets_for(max_length: int) -> list[int]:
+    """Padding lengths for windows of at most `max_length` sub-tokens."""
+    return [b for b in BUCKET_STEPS if b < max_length] + [max_length]
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    max_length: int = 128  # sub-tokens per window, [CLS] and [SEP] included
+    stride: int = 32  # sub-tokens shared by consecutive windows of a long document
+    max_documents: int = 64  # documents per request
+    max_windows: int = 64  # windows per request = finer_model's max_batch_size
+    device: str = "cpu"  # where finer_model runs: cpu | gpu (the Python steps run on the CPU)
+    model_instances: int = 1  # finer_model instances
+    step_instances: int = 1  # instances of each Python step
+    intra_op_threads: int = 2  # ONNX Runtime threads per operator (CPU)
+    inter_op_threads: int = 1
+    queue_delay_us: int = 100  # dynamic batcher wait for batch mates
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, not {self.device!r}")
+        if not 0 <= self.stride < self.max_length - 2:
+            raise ValueError(f"stride {self.stride} must be at least 0 and below max_length - 2 ({self.max_length - 2})")
+        if min(self.max_documents, self.max_windows, self.model_instances, self.step_instances) < 1:
+            raise ValueError("limits and instance counts must be at least 1")
+
+    @property
+    def buckets(self) -> list[int]:
+        return buckets_for(self.max_length)
+
+    def for_device(self, device: str) -> "ServingSpec":
+        """The same windows and limits on another device; a GPU gains from batching, so it runs two
+        instances (copies overlap compute) and waits a little longer for batch mates."""
+        if device == "gpu":
+            return replace(self, device="gpu", model_instances=2, queue_delay_us=2000)
+        return replace(self, device=device)
