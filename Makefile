@@ -74,7 +74,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 serve: setup  ## serve the ensemble on 127.0.0.1 (trains + exports a model first if none exists)
-	$(PY) -m server.bootstrap
+	$(PY) -m training.first_start
 	$(PY) -m server --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 USERS ?= 4

@@ -19,7 +19,7 @@ from typing import Sequence
 from client import plan as planner
 from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
 from client.plan import Entity, Limits, Piece
-from client.protocol import BACKOFF_S, ClientSettings, Health, Metadata, check_settings, config_json, entities_payloads, \
+from client.protocol import BACKOFF_S, ClientSettings, Health, Metadata, config_json, entities_payloads, \
     LABELS_MODEL, label_list, labels_from, metadata_from, step_names, request_inputs
 
 

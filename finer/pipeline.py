@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from finer.labels import OUTSIDE
 from finer.serving import ServingSpec
 from finer.spans import Entity, decode as decode_spans
 from finer.windows import bucket_length, make_windows, pad_windows, word_probabilities
-from finer.words import Word, may_be_entity, shape_numbers
+from finer.words import Word, may_be_entity, shape_numbers, split_words
 
 CONFIG_FILE = "finer.json"
 
@@ -142,3 +142,42 @@ def decode(
         out.append(decode_spans(text, words, tags[offset:end], scores[offset:end]))
         offset = end
     return out
+
+
+LogitsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (input_ids, attention_mask) -> logits
+
+
+class Tagger:
+    """encode -> `logits_fn` -> decode in one process: what the ensemble does, for any model call
+    (ONNX Runtime, PyTorch). Evaluation, the benchmark's floor and the tests' reference use it; the
+    Triton steps run the same two halves in their own processes."""
+
+    def __init__(self, tokenizer, config: TaggerConfig, logits_fn: LogitsFn):
+        self.tokenizer, self.config, self.logits_fn = tokenizer, config, logits_fn
+
+    @classmethod
+    def from_version(cls, folder: str | Path, intra_op: int = 0, inter_op: int = 0) -> "Tagger":
+        """The exported model in a version folder, run with ONNX Runtime."""
+        from finer.runtime import ort_logits, session
+
+        folder = Path(folder)
+        return cls(load_tokenizer(folder / "tokenizer.json"), TaggerConfig.load(folder),
+                   ort_logits(session(folder / "model.onnx", intra_op, inter_op)))
+
+    def entities(self, texts: Sequence[str]) -> list[list[Entity]]:
+        """Entities of each raw text, with character spans into it."""
+        documents = [split_words(t) for t in texts]
+        enc = encode(self.tokenizer, [[w.text for w in d] for d in documents], self.config)
+        return decode(texts, documents, self.logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids,
+                      self.config.labels)
+
+    def word_tags(self, documents: Sequence[Sequence[str]]) -> list[list[str]]:
+        """The tag of every word of each pre-split document (FiNER-format `tokens`)."""
+        enc = encode(self.tokenizer, documents, self.config)
+        tags, _ = word_tags(self.logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids, enc.n_words,
+                            self.config.labels, entity_words(documents))
+        out, offset = [], 0
+        for doc in documents:
+            out.append(tags[offset : offset + len(doc)])
+            offset += len(doc)
+        return out

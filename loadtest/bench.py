@@ -100,7 +100,7 @@ def measure_all(a, model: Path, texts: list[str], repos: dict, threads: tuple[in
         del floor
         gc.collect()
 
-    from server.triton import ServerError, TritonServer, free_port
+    from server.triton import LaunchError, TritonServer, free_port
 
     for precision in PRECISIONS:
         _log(f"starting Triton on the {precision} repository ...")
@@ -113,7 +113,7 @@ def measure_all(a, model: Path, texts: list[str], repos: dict, threads: tuple[in
             for protocol in a.protocols:
                 for users in a.users:
                     keep(measure.served(server, precision, protocol, users, texts, a.warmup))
-        except ServerError as e:
+        except LaunchError as e:
             raise BenchError(f"Triton ({precision}): {str(e).splitlines()[0]}; log: {server.log_file}") from None
         finally:
             server.stop()

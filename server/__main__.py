@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from server.triton import CACHE, DEFAULT_REPOSITORY, ENSEMBLE, ServerError, TritonServer
+from server.triton import CACHE, DEFAULT_REPOSITORY, ENSEMBLE, LaunchError, TritonServer
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
             time.sleep(0.5)
         code = server.process.returncode
         server.fail(f"Triton stopped on its own (exit code {code})")
-    except ServerError as e:
+    except LaunchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

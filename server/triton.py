@@ -39,7 +39,7 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1
 
 
-class ServerError(RuntimeError):
+class LaunchError(RuntimeError):
     """A startup or shutdown problem, with a message meant for the user."""
 
 
@@ -47,7 +47,7 @@ def wheel_home() -> Path:
     try:
         import pytriton
     except ImportError:
-        raise ServerError("nvidia-pytriton is not installed: run `make setup`") from None
+        raise LaunchError("nvidia-pytriton is not installed: run `make setup`") from None
     return Path(pytriton.__file__).resolve().parent / "tritonserver"
 
 
@@ -57,7 +57,7 @@ def build_backends(target: Path) -> Path:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
-        raise ServerError(f"the Triton wheel has no Python backend stub for Python {version} ({stub})")
+        raise LaunchError(f"the Triton wheel has no Python backend stub for Python {version} ({stub})")
     files = {
         target / "python" / "libtriton_python.so": home / "backends" / "python" / "libtriton_python.so",
         target / "python" / "triton_python_backend_utils.py": home / "backends" / "python" / "triton_python_backend_utils.py",
@@ -93,7 +93,7 @@ def check_port(address: str, port: int, flag: str) -> None:
         try:
             s.bind((address, port))
         except OSError as e:
-            raise ServerError(f"{address}:{port} is not free ({e.strerror}): stop what uses it or pick another {flag}") from None
+            raise LaunchError(f"{address}:{port} is not free ({e.strerror}): stop what uses it or pick another {flag}") from None
 
 
 def failure_reason(log: str) -> str:
@@ -165,7 +165,7 @@ class TritonServer:
         try:
             return artifacts.latest_ensemble(self.repository)
         except artifacts.MissingArtifacts as e:
-            raise ServerError(str(e)) from None
+            raise LaunchError(str(e)) from None
 
     def command(self) -> list[str]:
         return [
@@ -182,9 +182,9 @@ class TritonServer:
 
     def start(self) -> "TritonServer":
         if self.process is not None:
-            raise ServerError("this server is already started")
+            raise LaunchError("this server is already started")
         if not (self.repository / ENSEMBLE / "config.pbtxt").is_file():
-            raise ServerError(f"{self.repository} is not the finer model repository (no {ENSEMBLE}/config.pbtxt)")
+            raise LaunchError(f"{self.repository} is not the finer model repository (no {ENSEMBLE}/config.pbtxt)")
         self.model_version()
         for address, port, flag in [
             (self.http_address, self.http_port, "--http-port"),
@@ -223,9 +223,9 @@ class TritonServer:
             return False
 
     def wait_ready(self, timeout: float = 180.0) -> float:
-        """Seconds until the `finer` ensemble was ready; ServerError with the log's reason otherwise."""
+        """Seconds until the `finer` ensemble was ready; LaunchError with the log's reason otherwise."""
         if self.process is None:
-            raise ServerError("start() the server first")
+            raise LaunchError("start() the server first")
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
@@ -236,10 +236,10 @@ class TritonServer:
         self.fail(f"`{ENSEMBLE}` was not ready after {timeout:.0f} s")
 
     def fail(self, what: str):
-        """Stop the server and raise ServerError: `what`, the log's reason, and the log's last lines."""
+        """Stop the server and raise LaunchError: `what`, the log's reason, and the log's last lines."""
         self.stop()
         log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-        raise ServerError(
+        raise LaunchError(
             f"{what}: {failure_reason(log)}\n--- last lines of {self.log_file} ---\n{self.log_tail()}"
         )
 

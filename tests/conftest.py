@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finer.pipeline import TaggerConfig, decode, encode, load_tokenizer
-from finer.words import split_words
+from finer.pipeline import Tagger, TaggerConfig, load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,16 +67,10 @@ class Served:
 
     def reference(self, texts: list[str]) -> list[list[dict]]:
         """Entities from the in-process PyTorch model, through the same windows and decoding."""
-        import torch
+        from training.evaluate import torch_logits
 
-        documents = [split_words(t) for t in texts]
-        enc = encode(self.tokenizer, [[w.text for w in d] for d in documents], self.config)
-        with torch.no_grad():
-            logits = self.model(
-                input_ids=torch.from_numpy(enc.input_ids), attention_mask=torch.from_numpy(enc.attention_mask)
-            ).logits.numpy()
-        found = decode(texts, documents, logits, enc.word_ids, self.config.labels)
-        return [[e.to_dict() for e in doc] for doc in found]
+        tagger = Tagger(self.tokenizer, self.config, torch_logits(self.model))
+        return [[e.to_dict() for e in doc] for doc in tagger.entities(texts)]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ from finer.labels import LabelScope
 from finer.pipeline import TaggerConfig, encode, load_tokenizer
 from finer.words import split_words
 from tiny_model import WORDS, build_tiny_model
-from training import export
+from finer.runtime import ort_logits, session
+from training import export, export_gates
 from training.export import ExportError, export_model
 from training.repository import STEP_FILES, RepositoryError, rollback
 
@@ -184,7 +185,7 @@ def test_exports_a_registered_mlflow_model(tiny, tmp_path, monkeypatch, capsys):
     version = export_model("models:/finer-test/1", tmp_path / "repo", tracking_uri=uri)
     assert {p.name for p in version.iterdir()} == FILES
     assert json.loads((version / "export.json").read_text())["source"]["model"] == "models:/finer-test/1"
-    path, _ = export.resolve_source(f"runs:/{run.info.run_id}/model", uri, tmp_path / "scratch")
+    path, _ = export.locate_model(f"runs:/{run.info.run_id}/model", uri, tmp_path / "scratch")
     assert (path / "config.json").is_file()
     message = one_line_error(capsys, ["models:/finer-test/7", "--repository", str(tmp_path), "--tracking-uri", uri])
     assert "cannot download it from MLflow" in message
@@ -192,7 +193,7 @@ def test_exports_a_registered_mlflow_model(tiny, tmp_path, monkeypatch, capsys):
 
 
 def test_parity_failure_writes_nothing(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)  # any difference, even 0, now fails the gate
+    monkeypatch.setattr(export_gates, "PARITY_TOLERANCE", -1.0)  # any difference, even 0, now fails the gate
     with pytest.raises(ExportError, match="parity gate failed"):
         export_model(tiny, tmp_path)
     assert versions_in(tmp_path) == []
@@ -208,7 +209,7 @@ def validation(exported, tmp_path_factory) -> Path:
     numbers = ["7.00", "1,893.6", "2.25", "500", "0.75", "3", "12.5"] * 8  # only numbers can be entities
     rows = [{"tokens": [str(w) for w in rng.choice(WORDS + numbers + ["%", "$", "."], size=rng.integers(5, 40))]}
             for _ in range(40)]
-    run = export.ort_logits(export.session(version / "model.onnx"))
+    run = ort_logits(session(version / "model.onnx"))
     tags = predict(run, load_tokenizer(version / "tokenizer.json"), rows, TaggerConfig.load(version))
     path = tmp_path_factory.mktemp("validation") / "validation.jsonl"
     path.write_text("".join(json.dumps({"tokens": r["tokens"], "ner_tags": t}) + "\n" for r, t in zip(rows, tags)))

@@ -7,8 +7,7 @@ import pytest
 from client import FinerClient
 from conftest import copy_repository, export_version
 from finer.labels import LabelScope
-from finer.pipeline import TaggerConfig, decode, encode, load_tokenizer
-from finer.words import split_words
+from finer.pipeline import Tagger, TaggerConfig, load_tokenizer
 from server.triton import TritonServer, free_port
 from tiny_model import SHAPES, build_tiny_model
 from training.repository import rollback
@@ -19,18 +18,13 @@ TEXTS = ["The notes bear interest at 7.00% and the $500 million facility at SOFR
 
 def reference(version_dir, model_dir) -> list[list[tuple]]:
     """Entities of the in-process PyTorch model through the version's own tokenizer and finer.json."""
-    import torch
     from transformers import AutoModelForTokenClassification
 
+    from training.evaluate import torch_logits
+
     model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
-    config, tokenizer = TaggerConfig.load(version_dir), load_tokenizer(version_dir / "tokenizer.json")
-    documents = [split_words(t) for t in TEXTS]
-    enc = encode(tokenizer, [[w.text for w in d] for d in documents], config)
-    with torch.no_grad():
-        logits = model(input_ids=torch.from_numpy(enc.input_ids),
-                       attention_mask=torch.from_numpy(enc.attention_mask)).logits.numpy()
-    return [[(e.text, e.label, e.start, e.end) for e in doc]
-            for doc in decode(TEXTS, documents, logits, enc.word_ids, config.labels)]
+    tagger = Tagger(load_tokenizer(version_dir / "tokenizer.json"), TaggerConfig.load(version_dir), torch_logits(model))
+    return [[(e.text, e.label, e.start, e.end) for e in doc] for doc in tagger.entities(TEXTS)]
 
 
 def served(repository, tmp_path, name):

@@ -10,17 +10,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from finer.labels import LabelScope, entity_type
-from finer.pipeline import CONFIG_FILE, TaggerConfig, encode, entity_words, plain_tokenizer, word_tags
+from finer.pipeline import CONFIG_FILE, LogitsFn, Tagger, TaggerConfig, entity_words, plain_tokenizer
 from training.confidence import bootstrap, entity_counts, save_counts
 from training.errors import error_report, error_table, plot_errors
-
-LogitsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def torch_logits(model) -> LogitsFn:
@@ -44,19 +42,14 @@ def predict(logits_fn: LogitsFn, tokenizer, rows: Sequence[dict], config: Tagger
 
     Decoding tags only words that may carry an entity (numbers, number words), so a sentence
     without any is all O whatever the logits: it is not run through the model at all."""
+    tagger = Tagger(tokenizer, config, logits_fn)
     out: list[list[str]] = [["O"] * len(r["tokens"]) for r in rows]
     live = [i for i, r in enumerate(rows) if entity_words([r["tokens"]]).any()]
     order = sorted(live, key=lambda i: len(rows[i]["tokens"]))
     for i in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[i : i + batch_size]
-        docs = [rows[j]["tokens"] for j in idx]
-        enc = encode(tokenizer, docs, config)
-        tags, _ = word_tags(logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids, enc.n_words, config.labels,
-                            entity_words(docs))
-        offset = 0
-        for j, doc in zip(idx, docs):
-            out[j] = tags[offset : offset + len(doc)]
-            offset += len(doc)
+        for j, tags in zip(idx, tagger.word_tags([rows[j]["tokens"] for j in idx])):
+            out[j] = tags
     return out
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from finer.runtime import session
+
 # Triton's ORT backend: unset/0 = all optimisations, -1 = basic, 1 = extended, 2 = none.
 GRAPH_LEVELS = {
     0: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -80,7 +82,7 @@ class TritonPythonModel:
         path = Path(args["model_repository"]) / args["model_version"] / filename
         if not path.is_file():
             raise pb_utils.TritonModelException(f"{path} not found: run `make export`")
-        self.session = ort.InferenceSession(str(path), session_options(config), providers=["CPUExecutionProvider"])
+        self.session = session(path, options=session_options(config))
         self.batched = int(config.get("max_batch_size", 0)) > 0
         check_tensors("input", config["input"], self.session.get_inputs(), self.batched, exact=False)
         check_tensors("output", config["output"], self.session.get_outputs(), self.batched, exact=True)

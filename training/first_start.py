@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from finer import artifacts
-from server.triton import DEFAULT_REPOSITORY
+from training.triton_configs import DEFAULT_REPOSITORY
 
 FILINGS_ENV = "FINER_FILINGS"
 CACHE = Path(".cache")

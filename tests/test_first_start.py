@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from finer.artifacts import STEP_FILES
-from server import bootstrap
+from training import first_start as bootstrap
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ixbrl"
 

@@ -1,0 +1,56 @@
+"""Export stage 3, optimisation and quantisation: onnxruntime's fusions and dynamic int8."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.export_source import quiet
+
+# Model types whose graphs onnxruntime.transformers' BERT fusions understand (optimum's own mapping).
+ORT_FUSION_TYPES = {"bert": "bert", "distilbert": "bert", "roberta": "bert", "xlm-roberta": "bert",
+                    "camembert": "bert", "electra": "bert", "mpnet": "bert", "albert": "bert"}
+
+
+def optimise(src: Path, dst: Path, model_config) -> dict:
+    """onnxruntime.transformers' fusions for BERT-like encoders, else ORT's own offline graph optimisation."""
+    model_type = ORT_FUSION_TYPES.get(model_config.model_type)
+    if model_type:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        try:
+            with quiet():
+                # opt_level 0: fusions only. The file stays portable (only ai.onnx + com.microsoft ops);
+                # ORT applies its own hardware-specific rewrites when each server loads it.
+                opt = optimize_model(str(src), model_type=model_type, opt_level=0,
+                                     num_heads=model_config.num_attention_heads, hidden_size=model_config.hidden_size)
+                opt.save_model_to_file(str(dst))
+            fused = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+            return {"method": f"onnxruntime.transformers optimizer (model_type {model_type}, "
+                              f"{model_config.num_attention_heads} heads, hidden {model_config.hidden_size})",
+                    "fused": fused}
+        except Exception as e:  # an unrecognised graph pattern: fall through to ORT's generic passes
+            fallback = f"transformers optimizer failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    else:
+        fallback = f"no transformers fusions for model_type {model_config.model_type}"
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # not ALL: no CPU-layout ops in the file
+    options.optimized_model_filepath = str(dst)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    return {"method": "onnxruntime offline session optimisation (extended)", "note": fallback, "fused": {}}
+
+
+def quantise(src: Path, dst: Path, per_channel: bool, embeddings: bool) -> dict:
+    """Dynamic int8: weights QInt8 offline, activations quantised per call (no calibration data needed)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    ops = ["MatMul", "Attention"] + (["Gather", "EmbedLayerNormalization"] if embeddings else [])
+    with quiet():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=ops,
+                         # ONNX shape inference cannot type the outputs of fused contrib ops: they are float.
+                         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
+    return {"type": "dynamic int8 (onnxruntime quantize_dynamic, QInt8 weights)", "per_channel": per_channel,
+            "embeddings": "int8" if embeddings else "fp32", "op_types": ops}
