@@ -70,11 +70,9 @@ def test_cli_writes_version_one_with_every_file(exported):
 
 
 def test_onnx_signature_is_dynamic_in_every_axis(exported):
-    import onnxruntime as ort
-
     # What Triton's ONNX Runtime backend compares with config.pbtxt: the session's own view. The label
     # axis is dynamic too, so logits dims [-1, -1] in config.pbtxt fit every label scope.
-    sess = ort.InferenceSession(str(exported[0] / "finer_model" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = session(exported[0] / "finer_model" / "1" / "model.onnx")
     inputs = {i.name: (i.type, i.shape) for i in sess.get_inputs()}
     outputs = {o.name: (o.type, o.shape) for o in sess.get_outputs()}
     assert set(inputs) == {"input_ids", "attention_mask"} and set(outputs) == {"logits"}
@@ -87,12 +85,10 @@ def test_onnx_signature_is_dynamic_in_every_axis(exported):
 
 
 def test_onnx_runtime_matches_torch_on_a_sentence(exported, tiny):
-    import onnxruntime as ort
-
     version = exported[0] / "finer_model" / "1"
     config = TaggerConfig.load(version)
     enc = encode(load_tokenizer(version / "tokenizer.json"), [[w.text for w in split_words(SENTENCE)]] * 3, config)
-    got = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+    got = session(version / "model.onnx").run(
         ["logits"], {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask})[0]
     want = torch_logits(tiny, enc.input_ids, enc.attention_mask)
     mask = enc.attention_mask.astype(bool)

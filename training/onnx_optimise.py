@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finer.runtime import session
 from training.export_source import quiet
 
 # Model types whose graphs onnxruntime.transformers' BERT fusions understand (optimum's own mapping).
@@ -36,8 +37,7 @@ def optimise(src: Path, dst: Path, model_config) -> dict:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # not ALL: no CPU-layout ops in the file
     options.optimized_model_filepath = str(dst)
-    options.log_severity_level = 3
-    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    session(src, options=options)  # loading it writes the optimised graph
     return {"method": "onnxruntime offline session optimisation (extended)", "note": fallback, "fused": {}}
 
 
