@@ -37,11 +37,11 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def training_plan() -> tuple[list[str], str]:
     """Arguments for training.train and a sentence that says where the data and weights come from.
 
-    Offline, the `serve` recipe: fixed epochs sized for a 2-core machine (RESULTS.md)."""
+    The `hub-serve` or (offline) `serve` recipe: fixed steps/epochs sized for a first start."""
     from training.recipes import flags
 
     if hub_reachable():
-        return (["--data", "hub", *flags("hub")],
+        return (["--data", "hub", *flags("hub-serve")],
                 "FiNER-139 and distilbert-base-cased from the Hugging Face hub")
     filings = os.environ.get(FILINGS_ENV)
     if not filings:

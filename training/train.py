@@ -39,6 +39,7 @@ class TrainArgs:
     stride: int = ServingSpec.stride
     output_dir: str = "runs/latest"
     epochs: float = 3.0
+    max_steps: int = field(default=0, metadata={"help": "optimiser steps to train (0: --epochs decides)"})
     learning_rate: float = 5e-5
     batch_size: int = 16
     eval_batch_size: int = 64
@@ -230,6 +231,7 @@ def run(a: TrainArgs) -> int:
     targs = TrainingArguments(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=a.epochs,
+        max_steps=a.max_steps or -1,
         learning_rate=a.learning_rate,
         per_device_train_batch_size=a.batch_size,
         per_device_eval_batch_size=a.eval_batch_size,
