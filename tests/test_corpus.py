@@ -122,13 +122,21 @@ def test_split_holds_every_type_with_enough_holders(filings, tmp_path):
 
 
 def test_bad_files_are_counted_skips(filings, tmp_path):
+    import gzip
+
     (filings / "plain.html").write_text("<html><body><p>Nothing tagged here.</p></body></html>")
     (filings / "broken.htm.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    whole = gzip.compress((filings / "C1" / "C1_10-K_2024-06-30.htm").read_bytes())
+    (filings / "truncated.htm.gz").write_bytes(whole[: len(whole) // 2])
+    (filings / "C1" / "C1_10-K_2024-06-30.htm").rename(filings / "C1" / "C1_8-K_2024-06-30.htm")
+    eight_k = filings / "C1" / "C1_8-K_2024-06-30.htm"
+    eight_k.write_text(eight_k.read_text().replace(">10-K<", ">8-K<"))
     stats = build_corpus(filings, tmp_path / "out", workers=1, progress=False)
     reasons = {s["source"]: s["reason"] for s in stats["filings"]["skipped"]}
-    assert set(reasons) == {"plain.html", "broken.htm.gz"}
+    assert set(reasons) == {"plain.html", "broken.htm.gz", "truncated.htm.gz", "C1_8-K_2024-06-30.htm"}
     assert "no inline XBRL facts" in reasons["plain.html"]
-    assert stats["filings"] == {**stats["filings"], "found": 20, "read": 18}
+    assert "form 8-K: not a 10-K or 10-Q" in reasons["C1_8-K_2024-06-30.htm"]
+    assert stats["filings"] == {**stats["filings"], "found": 21, "read": 17}
 
 
 def test_manifest_beside_the_filings_gives_metadata(filings, tmp_path):

@@ -358,6 +358,10 @@ def _dei(root: etree._Element) -> dict[str, str]:
     return found
 
 
+# 10-K, 10-Q and their variants (10-KT transition reports, 10-K405, amendments /A).
+_PERIODIC_FORM_RE = re.compile(r"^10-?[KQ]", re.I)
+
+
 def filing_meta(path: Path, root: etree._Element, manifest_row: dict | None) -> FilingMeta:
     """From the manifest when listed, else the filing's dei facts, else the file name."""
     if manifest_row:
@@ -394,6 +398,8 @@ def read_filing(path: str | Path, manifest_row: dict | None = None,
     if counts["nonfraction_facts"] == 0 and next(root.iter(f"{{{IX_NS}}}nonNumeric"), None) is None:
         raise FilingError("no inline XBRL facts (not an iXBRL filing?)")
     meta = filing_meta(path, root, manifest_row)
+    if meta.form and not _PERIODIC_FORM_RE.match(meta.form):
+        raise FilingError(f"form {meta.form}: not a 10-K or 10-Q (FiNER's sentences come from annual and quarterly reports)")
     blocks = narrative_blocks(root, types or frozenset(finer_types()), counts, durations)
     sentences = []
     for block in blocks:
