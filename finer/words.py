@@ -44,10 +44,13 @@ def is_number(word: str) -> bool:
 # FiNER tags numbers only: digits, and for durations and counts their words ("three years",
 # "no" shares = zero) and compounds ("three-year", "364-day"). Every other word is decoded as O,
 # which also lets evaluation skip sentences that hold no such word without changing a score.
-NUMBER_WORDS = frozenset(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+# The words that count things in durations ("four years", "one-half"); the corpus builder tags
+# a duration fact on them.
+COUNT_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
     " sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety"
-    " hundred no".split())
+    " hundred half".split())
+NUMBER_WORDS = COUNT_WORDS | {"zero", "no"}  # filers also tag "no" (shares, awards) as zero
 _NUMERIC_COMPOUND_RE = re.compile(
     r"^(?:\d+(?:[.,]\d+)*|" + "|".join(sorted(NUMBER_WORDS)) + r")(?:-[a-z]+)+$", re.I)
 

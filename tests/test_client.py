@@ -133,36 +133,6 @@ def test_one_sentence_gives_entities_with_offsets(client, served):
     assert client.tag(SENTENCES[0].encode("utf-8")) == found, "UTF-8 bytes are decoded"
 
 
-def test_labels_narrow_the_answer_to_scopes_and_types(client, served):
-    texts = SENTENCES * 3
-    everything = client.tag(texts)
-    kinds = sorted({e.label for doc in everything for e in doc})
-    assert len(kinds) >= 2, "the tiny model should predict several types"
-    assert client.tag(texts, labels="debt") == everything, "the tiny model's labels are all debt types"
-    one = kinds[0]
-    assert client.tag(texts, labels=[one]) == [[e for e in doc if e.label == one] for doc in everything]
-    assert client.tag(texts, labels=["debt", one]) == everything, "specs are united"
-    assert client.tag(texts, labels=["DebtInstrumentFaceAmount"]) == [[] for _ in texts], "a type the model lacks"
-    with pytest.raises(InvalidInput, match="NoSuchConcept"):
-        client.tag(texts, labels=["NoSuchConcept"])
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_server_refuses_unknown_labels(served, protocol):
-    """A raw request (no client-side check) with a bad LABELS gets INVALID_ARGUMENT naming it."""
-    import numpy as np
-    module = __import__(f"tritonclient.{protocol}", fromlist=["InferInput"])
-    raw = module.InferenceServerClient(url(served, protocol).removeprefix("http://"))
-    inputs = [module.InferInput("TEXT", [1], "BYTES"), module.InferInput("LABELS", [1], "BYTES")]
-    inputs[0].set_data_from_numpy(np.array([SENTENCES[0].encode()], dtype=np.object_))
-    inputs[1].set_data_from_numpy(np.array([b"Bogus"], dtype=np.object_))
-    with pytest.raises(Exception, match="LABELS: unknown FiNER type.*Bogus") as info:
-        raw.infer("finer", inputs)
-    status = info.value.status()
-    assert status in ("400", "StatusCode.INVALID_ARGUMENT"), status
-    raw.close()
-
-
 def test_batch_keeps_order_and_offsets(client, served):
     rng = random.Random(1)
     texts = [f"{i}: {rng.choice(SENTENCES)}" for i in range(150)]

@@ -20,7 +20,7 @@ from pathlib import Path
 from lxml import etree
 
 from finer.labels import OUTSIDE, finer_types
-from finer.words import is_number, split_words
+from finer.words import COUNT_WORDS, is_number, split_words
 
 IX_NS = "http://www.xbrl.org/2013/inlineXBRL"
 US_GAAP_NS = "http://fasb.org/us-gaap/"
@@ -216,17 +216,10 @@ def narrative_blocks(root: etree._Element, types: frozenset[str], counts: Counte
     return blocks
 
 
-_NUMBER_WORDS = frozenset(
-    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
-    " sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety"
-    " hundred half".split()
-)
-
-
 def _count_words_span(text: str, start: int, end: int) -> tuple[int, int] | None:
     """Span from the first to the last number word of a duration ("four years" -> "four")."""
     counts = [w for w in split_words(text[start:end])
-              if is_number(w.text.split("-")[0]) or w.text.split("-")[0].lower() in _NUMBER_WORDS]
+              if is_number(w.text.split("-")[0]) or w.text.split("-")[0].lower() in COUNT_WORDS]
     return (start + counts[0].start, start + counts[-1].end) if counts else None
 
 
