@@ -186,7 +186,8 @@ def test_compare_tables_runs_with_intervals(trained, trained_with_options, capsy
     _, db, _ = trained_with_options
     assert compare.main(["--tracking-uri", db, "--scope", "debt"]) == 0
     out = capsys.readouterr().out
-    assert "all scope, 4 epochs, shape tokens, augment x1, O weight 0.5 on numbers (read as debt)" in out
+    assert "all scope, 4 epochs, from " in out  # the base encoder, last two path parts
+    assert "/base, shape tokens, augment x1, O weight 0.5 on numbers (read as debt)" in out
     assert "[" in out.splitlines()[2]  # an interval beside the score
     assert f"| {STATED} |" in out  # the per-type table
     assert compare.main(["--tracking-uri", db, "--scope", "debt", "--baseline", "finer-base"]) == 0

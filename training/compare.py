@@ -30,7 +30,8 @@ OPTIONS = {
 
 def describe(params: dict) -> str:
     p = {k.removeprefix("finer."): v for k, v in params.items() if k.startswith("finer.")}
-    parts = [f"{p.get('scope', '?')} scope", f"{float(p.get('epochs', TrainArgs.epochs)):g} epochs"]
+    parts = [f"{p.get('scope', '?')} scope", f"{float(p.get('epochs', TrainArgs.epochs)):g} epochs",
+             f"from {'/'.join(p['model'].split('/')[-2:])}" if p.get("model") else ""]
     parts += [f(p.get(k, str(getattr(TrainArgs, k)))) for k, f in OPTIONS.items()]
     if p.get("seed", str(TrainArgs.seed)) != str(TrainArgs.seed):
         parts.append(f"seed {p['seed']}")
