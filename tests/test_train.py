@@ -172,6 +172,19 @@ def test_resume_continues_the_same_run(trained_with_options, capsys):
     assert "resuming from" in capsys.readouterr().err
 
 
+def test_score_test_filtered_scores_only_the_filtered_set(tmp_path):
+    """The first start's quick score: sentences holding a scope tag only, and nothing called unfiltered."""
+    data = write_dataset(tmp_path / "data")
+    argv = ["--data", str(data), "--scope", "debt", "--model", str(build_tiny_model(tmp_path / "base")),
+            "--output_dir", str(tmp_path / "run"), "--max_steps", "4", "--batch_size", "8", "--score_test", "filtered",
+            "--tracking_uri", f"sqlite:///{tmp_path / 'mlruns.db'}", "--artifact_root", str(tmp_path / "art"),
+            "--registered_model", ""]
+    assert train.main(argv) == 0
+    results = json.loads((tmp_path / "run" / "evaluation" / "evaluation.json").read_text())
+    assert set(results) == {"filtered"} and results["filtered"]["sentences"] == 16
+    assert "not scored" in (tmp_path / "run" / "evaluation" / "summary.md").read_text()
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     data = write_dataset(tmp_path / "data")
     argv = ["--data", str(data), "--model", str(tmp_path / "unused"), "--output_dir", str(tmp_path / "run"),

@@ -122,8 +122,9 @@ def score(words: list[list[str]], gold: list[list[str]], pred: list[list[str]], 
 
 
 def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], config: TaggerConfig, out_dir: Path,
-                  scopes: Sequence[LabelScope | None], batch_size: int = 32) -> dict:
-    """Scores on the filtered and the unfiltered test set of each scope; the first scope is the
+                  scopes: Sequence[LabelScope | None], batch_size: int = 32, unfiltered: bool = True) -> dict:
+    """Scores on the filtered and (if `unfiltered`: `rows` are all test sentences) the unfiltered
+    test set of each scope; the first scope is the
     model's own (keys `filtered`, `unfiltered`), each further one is read from the same predictions
     (keys `<scope>_filtered`, ...: e.g. the debt tags of an all-tags model). Writes evaluation.json,
     summary.md, confusion and error plots into `out_dir`."""
@@ -137,7 +138,8 @@ def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], config: Tagg
         gold_all = [[t if t in known else "O" for t in scope.restrict(r["ner_tags"])] for r in rows]
         pred_scope = [scope.restrict(p) for p in pred_all]
         keep = [i for i, g in enumerate(gold_all) if any(t != "O" for t in g)]
-        for name, idx in (("filtered", keep), ("unfiltered", range(len(rows)))):
+        sets = [("filtered", keep)] + ([("unfiltered", range(len(rows)))] if unfiltered else [])
+        for name, idx in sets:
             results[prefix + name] = score([words[i] for i in idx], [gold_all[i] for i in idx],
                                            [pred_scope[i] for i in idx], scope.types, out_dir, prefix + name)
             results[prefix + name]["index"] = list(idx)
@@ -190,8 +192,10 @@ def _ci(r: dict, key: str, cls: str | None = None) -> str:
 
 
 def summary_table(results: dict, types: Sequence[str] | None = None, prefix: str = "", name: str = "") -> str:
-    """Markdown table: per class and averages, with 95% bootstrap intervals; P/R on the unfiltered set."""
-    fr_, ur_ = results[prefix + "filtered"], results[prefix + "unfiltered"]
+    """Markdown table: per class and averages, with 95% bootstrap intervals; P/R on the unfiltered set
+    (on the filtered one when only that was scored)."""
+    fr_ = results[prefix + "filtered"]
+    ur_ = results.get(prefix + "unfiltered", fr_)
     f, u = fr_["report"], ur_["report"]
     classes = sorted(k for k in u if not k.endswith("avg"))
     if types is not None:
@@ -204,7 +208,8 @@ def summary_table(results: dict, types: Sequence[str] | None = None, prefix: str
         cls = None if c.endswith("avg") else c
         lines.append(f"| {c} | {int(ur.get('support', 0))} | {ur.get('precision', 0):.3f} | {ur.get('recall', 0):.3f} "
                      f"| {fr.get('f1-score', 0):.3f}{_ci(fr_, key, cls) if key or cls else ''} "
-                     f"| {ur.get('f1-score', 0):.3f}{_ci(ur_, key, cls) if key or cls else ''} |")
+                     + (f"| {ur.get('f1-score', 0):.3f}{_ci(ur_, key, cls) if key or cls else ''} |"
+                        if ur_ is not fr_ else "| not scored |"))
     return title + "\n".join(lines)
 
 

@@ -285,7 +285,7 @@ def run(a: TrainArgs) -> int:
 
         results = ev.evaluate_rows(ev.torch_logits(trainer.model), plain_tokenizer(tokenizer.backend_tokenizer),
                                    test_rows, config, out / "evaluation", [scope, report_scope],
-                                   batch_size=a.eval_batch_size) if test_rows else {}
+                                   batch_size=a.eval_batch_size, unfiltered=a.score_test == "all") if test_rows else {}
         version = log_results(run, results, out / "evaluation", model_dir, a.registered_model,
                               {"train_minutes": train_minutes, "best_validation_f1": best or 0.0,
                                "train_steps": trainer.state.global_step})
