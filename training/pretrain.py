@@ -111,14 +111,12 @@ def run(a: PretrainArgs) -> int:
     import mlflow
     from transformers import (AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling,
                               TrainingArguments, set_seed)
+
     from training.tracking import resume_point, start_run
     from training.train import time_budget_callback
 
     out = Path(a.output_dir)
-    try:
-        checkpoint, resumed_id = resume_point(out, a.resume)
-    except ValueError as e:
-        raise DataError(str(e)) from None
+    checkpoint, resumed_id = resume_point(out, a.resume)
     set_seed(a.seed)
     report = LoadReport()
     splits = load_splits(resolve_source(a.data), report)

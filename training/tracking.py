@@ -11,19 +11,21 @@ from pathlib import Path
 
 import mlflow
 
+from training.data import DataError
+
 RUN_ID_FILE = "mlflow_run_id"  # in a run's output folder
 
 
 def resume_point(out: Path, resume: bool) -> tuple[str | None, str | None]:
     """(newest checkpoint, MLflow run id) to continue in `out` with `resume`; (None, None) for a new run.
-    Raises ValueError when `resume` finds nothing, or a new run would mix with an old one's checkpoints."""
+    Raises DataError when `resume` finds nothing, or a new run would mix with an old one's checkpoints."""
     from transformers.trainer_utils import get_last_checkpoint
 
     checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
     if resume and not checkpoint:
-        raise ValueError(f"--resume: no checkpoint in {out / 'checkpoints'}; start without --resume")
+        raise DataError(f"--resume: no checkpoint in {out / 'checkpoints'}; start without --resume")
     if not resume and checkpoint:
-        raise ValueError(f"{out} already holds checkpoints of a run: continue it with --resume, or pick a new --output_dir")
+        raise DataError(f"{out} already holds checkpoints of a run: continue it with --resume, or pick a new --output_dir")
     run_file = out / RUN_ID_FILE
     return checkpoint, (run_file.read_text().strip() if resume and run_file.is_file() else None)
 

@@ -156,6 +156,7 @@ def run(a: TrainArgs) -> int:
     import torch
     from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
                               TrainingArguments, set_seed)
+
     from finer.pipeline import plain_tokenizer
     from finer.words import common_shapes
     from training import evaluate as ev
@@ -166,10 +167,7 @@ def run(a: TrainArgs) -> int:
     from training.weighting import WeightedLossTrainer, collator
 
     out = Path(a.output_dir)
-    try:
-        checkpoint, resumed_id = resume_point(out, a.resume)
-    except ValueError as e:
-        raise DataError(str(e)) from None
+    checkpoint, resumed_id = resume_point(out, a.resume)
     set_seed(a.seed)
     scope, train_rows, val_rows, test_rows = prepare(a)
     report_scope = LabelScope.parse(a.report_scope) if a.report_scope else None
