@@ -48,8 +48,12 @@ class Company:
     name: str
     sentences: int = 0
     tagged: int = 0
-    debt: Counter = field(default_factory=Counter)
     types: Counter = field(default_factory=Counter)  # entities per FiNER type
+
+    @property
+    def debt(self) -> Counter:
+        """Entities per debt type (those present)."""
+        return Counter({t: self.types[t] for t in DEBT_TYPES if self.types[t]})
 
 
 # ---------------------------------------------------------------- reading in parallel
@@ -254,9 +258,7 @@ def build_corpus(filings_dir: str | Path, out_dir: str | Path = DEFAULT_OUT, *,
             kept[key].append(sent)
             company.sentences += 1
             company.tagged += tagged
-            b_tags = [t[2:] for t in sent["ner_tags"] if t.startswith("B-")]
-            company.types.update(b_tags)
-            company.debt.update(t for t in b_tags if t in DEBT_TYPES)
+            company.types.update(t[2:] for t in sent["ner_tags"] if t.startswith("B-"))
     companies = {k: c for k, c in companies.items() if c.sentences}
 
     assign, notes = assign_splits(companies, fractions, seed)

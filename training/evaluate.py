@@ -16,7 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from finer.labels import LabelScope, entity_type
-from finer.pipeline import CONFIG_FILE, LogitsFn, Tagger, TaggerConfig, entity_words, plain_tokenizer
+from finer.pipeline import CONFIG_FILE, LogitsFn, Tagger, TaggerConfig, plain_tokenizer
+from finer.words import may_be_entity
 from training.confidence import bootstrap, entity_counts, save_counts
 from training.errors import error_report, error_table, plot_errors
 
@@ -44,7 +45,7 @@ def predict(logits_fn: LogitsFn, tokenizer, rows: Sequence[dict], config: Tagger
     without any is all O whatever the logits: it is not run through the model at all."""
     tagger = Tagger(tokenizer, config, logits_fn)
     out: list[list[str]] = [["O"] * len(r["tokens"]) for r in rows]
-    live = [i for i, r in enumerate(rows) if entity_words([r["tokens"]]).any()]
+    live = [i for i, r in enumerate(rows) if any(map(may_be_entity, r["tokens"]))]
     order = sorted(live, key=lambda i: len(rows[i]["tokens"]))
     for i in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[i : i + batch_size]

@@ -33,12 +33,16 @@ class FilingCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.reader = reader_fingerprint()
         self.hits = self.stored = 0
+        self._keys: dict[str, Path] = {}  # a miss is looked up, then stored: hash each file once
 
     def _path(self, job: tuple[str, dict | None, bool]) -> Path:
         path, row, durations = job
+        if path in self._keys:
+            return self._keys[path]
         h = hashlib.sha256(Path(path).read_bytes())
         h.update(json.dumps([row, durations, self.reader], sort_keys=True).encode())
-        return self.folder / f"{Path(path).name.split('.')[0]}-{h.hexdigest()[:20]}.json.gz"
+        self._keys[path] = self.folder / f"{Path(path).name.split('.')[0]}-{h.hexdigest()[:20]}.json.gz"
+        return self._keys[path]
 
     def get(self, job) -> tuple[Filing | None, str] | None:
         """(Filing or None, skip reason) stored for this job, or None when it must be parsed."""
