@@ -11,9 +11,9 @@ import asyncio
 from typing import Sequence
 
 from client import plan as planner
-from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
+from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, timed_out, translate
 from client.plan import Entity, Limits, Piece
-from client.protocol import BACKOFF_S, ClientSettings, Health, Metadata, config_json, entities_payloads, \
+from client.protocol import BACKOFF_S, ClientSettings, grpc_channel_args, Health, Metadata, config_json, entities_payloads, \
     LABELS_MODEL, label_list, labels_from, metadata_from, step_names, request_inputs
 
 
@@ -32,7 +32,7 @@ class AsyncFinerClient(ClientSettings):
             raise InvalidInput("this AsyncFinerClient is closed: make a new one")
         if self._client is None:
             if self.protocol == "grpc":
-                self._client = self._module.InferenceServerClient(self.url)
+                self._client = self._module.InferenceServerClient(self.url, channel_args=grpc_channel_args())
             else:
                 self._client = self._module.InferenceServerClient(self.url, conn_timeout=self.timeout)
         return self._client
@@ -103,10 +103,18 @@ class AsyncFinerClient(ClientSettings):
         return metadata_from(self.model, config, meta, steps, labels)
 
     async def tag(self, texts: str | bytes | list, labels: str | Sequence[str] | None = None) -> list[Entity] | list[list[Entity]]:
+        """As `FinerClient.tag`: the whole call ends within the client's timeout."""
         labels = label_list(labels)
         documents, single = planner.documents_of(texts)
         if not any(documents):  # nothing to tag (or an empty list): no call at all
             return [] if single else [[] for _ in documents]
+        try:
+            found = await asyncio.wait_for(self._tag(documents, labels), self.timeout)
+        except asyncio.TimeoutError:
+            raise timed_out(f"{self.protocol} {self.url}", self.timeout) from None
+        return found[0] if single else found
+
+    async def _tag(self, documents: list[str], labels: list[str] | None) -> list[list[Entity]]:
         requests = planner.plan(documents, await self.limits())
         tasks = [asyncio.ensure_future(self._send(r, labels)) for r in requests]
         try:
@@ -116,8 +124,7 @@ class AsyncFinerClient(ClientSettings):
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-        found = planner.assemble(documents, [pair for pairs in answered for pair in pairs])
-        return found[0] if single else found
+        return planner.assemble(documents, [pair for pairs in answered for pair in pairs])
 
     async def _send(self, request: list[Piece], labels: list[str] | None = None):
         outputs = [self._module.InferRequestedOutput("ENTITIES")]

@@ -36,7 +36,8 @@ class ServerError(FinerError):
 _UNREACHABLE = {"StatusCode.UNAVAILABLE", "503"}
 _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED", "504"}
 _NOT_FOUND = {"StatusCode.NOT_FOUND", "404"}
-_INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
+# 413 / RESOURCE_EXHAUSTED: the front door's body and message limits.
+_INVALID = {"StatusCode.INVALID_ARGUMENT", "400", "413", "StatusCode.RESOURCE_EXHAUSTED"}
 # Triton answers 400 / INVALID_ARGUMENT for these too; they are about the model, not the input.
 _MODEL_MESSAGE = re.compile(r"unknown model|is not found|is not ready|unavailable model|no version is available")
 

@@ -16,6 +16,25 @@ DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 INPUT, OUTPUT = "TEXT", "ENTITIES"
 LABELS_INPUT = "LABELS"  # optional: narrow the answer to scope names or FiNER types
 BACKOFF_S = 0.1  # first pause before a retry; doubled each time
+# gRPC waits up to 120 s between reconnect attempts by default; at most 0.5 s here, so a restarted
+# server is used within about a second of being ready. (The minimum stays: gRPC also uses it as
+# the time one connection attempt may take.)
+GRPC_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
+
+
+def grpc_channel_args() -> list[tuple]:
+    """tritonclient's own channel options (message sizes, keepalive) with GRPC_RECONNECT."""
+    from tritonclient.grpc import KeepAliveOptions
+    from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
+
+    keepalive = KeepAliveOptions()
+    return [("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+            *GRPC_RECONNECT]
 
 
 class Health(NamedTuple):

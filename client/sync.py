@@ -19,7 +19,7 @@ from typing import Sequence
 from client import plan as planner
 from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
 from client.plan import Entity, Limits, Piece
-from client.protocol import BACKOFF_S, ClientSettings, Health, Metadata, config_json, entities_payloads, \
+from client.protocol import BACKOFF_S, ClientSettings, grpc_channel_args, Health, Metadata, config_json, entities_payloads, \
     LABELS_MODEL, label_list, labels_from, metadata_from, step_names, request_inputs
 
 
@@ -46,7 +46,7 @@ class FinerClient(ClientSettings):
                 if shared and self._clients:
                     return self._clients[0]
                 if shared:
-                    client = self._module.InferenceServerClient(self.url)
+                    client = self._module.InferenceServerClient(self.url, channel_args=grpc_channel_args())
                 else:
                     client = self._module.InferenceServerClient(
                         self.url, connection_timeout=self.timeout, network_timeout=self.timeout)
@@ -73,90 +73,127 @@ class FinerClient(ClientSettings):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, what, retry: bool = True):
-        """`what(client)` with typed errors; retried after 0.1, 0.2, 0.4 s ... only if unreachable."""
+    def _drop(self, client) -> None:
+        """Forget a connection whose state is unknown (an exchange cut off by the deadline)."""
+        with self._lock:
+            if client in self._clients:
+                self._clients.remove(client)
+        if getattr(self._local, "client", None) is client:
+            self._local.client = None
+        try:
+            client.close()
+        except Exception:  # it is being thrown away
+            pass
+
+    def _within(self, seconds: float, what):
+        """`what(client, kwargs)` given at most `seconds`: gRPC takes a deadline per call; tritonclient's
+        HTTP timeouts bound each socket read, so a reply that trickles in is cut off with gevent's."""
+        client = self._client()
+        if self.protocol == "grpc":
+            return what(client, {"client_timeout": seconds})
+        import gevent
+
+        try:
+            with gevent.Timeout(seconds, TimeoutError):
+                return what(client, {})
+        except TimeoutError:
+            self._drop(client)
+            raise
+
+    def _call(self, what, retry: bool = True, deadline: float | None = None):
+        """`what(client, kwargs)` with typed errors, all attempts within `deadline` (time.monotonic();
+        default: the timeout from now); retried after 0.1, 0.2, 0.4 s ... only if unreachable."""
+        deadline = deadline or time.monotonic() + self.timeout
         for attempt in range(self.retries + 1):
             try:
-                return what(self._client())
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                return self._within(remaining, what)
             except Exception as e:
                 error = translate(e, url=self.url, protocol=self.protocol, model=self.model, timeout=self.timeout,
                                   attempts=attempt + 1)
-                if retry and isinstance(error, ServerUnreachable) and attempt < self.retries:
-                    time.sleep(BACKOFF_S * 2 ** attempt)
+                pause = BACKOFF_S * 2 ** attempt
+                if (retry and isinstance(error, ServerUnreachable) and attempt < self.retries
+                        and time.monotonic() + pause < deadline):
+                    time.sleep(pause)
                     continue
                 raise error from e
 
-    def _config(self) -> dict:
-        kwargs = {"as_json": True, "client_timeout": self.timeout} if self.protocol == "grpc" else {}
-        return config_json(self._call(lambda c: c.get_model_config(self.model, self.model_version, **kwargs)), self.protocol)
+    def _config(self, deadline: float | None = None) -> dict:
+        json_kw = {"as_json": True} if self.protocol == "grpc" else {}
+        return config_json(self._call(lambda c, kw: c.get_model_config(self.model, self.model_version, **json_kw, **kw),
+                                      deadline=deadline), self.protocol)
 
-    def limits(self) -> Limits:
+    def limits(self, deadline: float | None = None) -> Limits:
         """max_documents / max_windows of the served ensemble (read once, on first use)."""
         if self._limits is None:
-            self._limits = Limits.from_config(self._config())
+            self._limits = Limits.from_config(self._config(deadline))
         return self._limits
 
     # --- public API ----------------------------------------------------------------------------
     def health(self) -> Health:
         """Live = the server answers; ready = the model takes requests. A server that is down or does not
         answer within the timeout is neither (no exception, no retries)."""
-        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         try:
-            live = self._call(lambda c: c.is_server_live(**kwargs), retry=False)
-            ready = live and self._call(lambda c: c.is_model_ready(self.model, self.model_version, **kwargs), retry=False)
+            live = self._call(lambda c, kw: c.is_server_live(**kw), retry=False)
+            ready = live and self._call(lambda c, kw: c.is_model_ready(self.model, self.model_version, **kw), retry=False)
         except (ServerUnreachable, RequestTimeout):
             return Health(False, False)
         return Health(bool(live), bool(ready))
 
     def metadata(self) -> Metadata:
         """Model name and version, each ensemble step's served version, limits, labels (see `Metadata`)."""
-        kwargs = {"as_json": True, "client_timeout": self.timeout} if self.protocol == "grpc" else {}
+        json_kw = {"as_json": True} if self.protocol == "grpc" else {}
         config = self._config()
-        meta = self._call(lambda c: c.get_model_metadata(self.model, self.model_version, **kwargs))
-        steps = {name: str((self._call(lambda c: c.get_model_metadata(name, "", **kwargs)).get("versions") or [""])[-1])
+        meta = self._call(lambda c, kw: c.get_model_metadata(self.model, self.model_version, **json_kw, **kw))
+        steps = {name: str((self._call(lambda c, kw: c.get_model_metadata(name, "", **json_kw, **kw)).get("versions")
+                            or [""])[-1])
                  for name in step_names(config)}
         try:
-            labels = labels_from(self._call(lambda c: c.infer(LABELS_MODEL, [])))
+            labels = labels_from(self._call(lambda c, kw: c.infer(LABELS_MODEL, [], **kw)))
         except FinerError:  # a repository without finer_labels
             labels = None
         return metadata_from(self.model, config, meta, steps, labels)
 
     def tag(self, texts: str | bytes | list, labels: str | Sequence[str] | None = None) -> list[Entity] | list[list[Entity]]:
         """Entities of one document (str, or UTF-8 bytes), or of each document of a list, in order.
-        `labels` narrows them to scope names ('debt', 'all') or FiNER types, e.g. labels="debt"."""
+        `labels` narrows them to scope names ('debt', 'all') or FiNER types, e.g. labels="debt".
+        The whole call, all its requests and retries, ends within the client's timeout."""
         labels = label_list(labels)
         documents, single = planner.documents_of(texts)
         if not any(documents):  # nothing to tag (or an empty list): no call at all
             return [] if single else [[] for _ in documents]
-        requests = planner.plan(documents, self.limits())
+        deadline = time.monotonic() + self.timeout
+        requests = planner.plan(documents, self.limits(deadline))
         if len(requests) <= 1:
-            answered = [self._send(r, labels) for r in requests]
+            answered = [self._send(r, labels, deadline) for r in requests]
         else:
-            answered = self._send_all(requests, labels)
+            answered = self._send_all(requests, labels, deadline)
         found = planner.assemble(documents, [a for pairs in answered for a in pairs])
         return found[0] if single else found
 
     # --- requests ------------------------------------------------------------------------------
-    def _send(self, request: list[Piece], labels: list[str] | None = None) -> list[tuple[list[Piece], list]]:
+    def _send(self, request: list[Piece], labels: list[str] | None, deadline: float) -> list[tuple[list[Piece], list]]:
         """(pieces, ENTITIES elements) for one request; halved and re-sent if the server finds it too big."""
-        kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         outputs = [self._module.InferRequestedOutput("ENTITIES")]
+        inputs = request_inputs(self._module, [p.text for p in request], labels)
         try:
-            result = self._call(lambda c: c.infer(self.model, request_inputs(self._module, [p.text for p in request], labels),
-                                                   model_version=self.model_version, outputs=outputs, **kwargs))
+            result = self._call(lambda c, kw: c.infer(self.model, inputs, model_version=self.model_version,
+                                                      outputs=outputs, **kw), deadline=deadline)
         except InvalidInput as e:
             if not planner.is_too_big(e):
                 raise
-            return [pair for half in planner.halve(request) for pair in self._send(half, labels)]
+            return [pair for half in planner.halve(request) for pair in self._send(half, labels, deadline)]
         return [(request, entities_payloads(result))]
 
-    def _send_all(self, requests: list[list[Piece]], labels: list[str] | None):
+    def _send_all(self, requests: list[list[Piece]], labels: list[str] | None, deadline: float):
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="finer-client")
-        futures = [self._pool.submit(self._send, r, labels) for r in requests]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        futures = [self._pool.submit(self._send, r, labels, deadline) for r in requests]
+        done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()) + 1, return_when=FIRST_EXCEPTION)
         for f in futures:
             if f.done() and f.exception() is not None:
                 for p in pending:

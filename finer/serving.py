@@ -19,6 +19,14 @@ BUCKET_STEPS = (32, 64, 128, 256, 512)
 ERROR_TOO_BIG = "too_big"  # the request needs more windows or documents than one request may hold
 ERROR_BAD_TEXT = "bad_text"  # TEXT is not UTF-8
 ERROR_BAD_LABELS = "bad_labels"  # LABELS names an unknown scope or type
+ERROR_BAD_INPUT = "bad_input"  # a tensor sent straight to a step does not fit its contract
+
+# UTF-8's longest code point: the client bounds a request at one sub-token per character, so a
+# request within max_windows windows never holds more than max_windows * max_length * 4 bytes.
+MAX_UTF8_BYTES = 4
+# A body carries TEXT as JSON (escapes at most double UTF-8's bytes; \u00XX for control characters
+# is 6 per byte, but those are rare) or as raw bytes with a small header.
+BODY_PER_TEXT_BYTE = 8
 
 
 def coded(code: str, message: str) -> str:
@@ -54,6 +62,16 @@ class ServingSpec:
             raise ValueError(f"stride {self.stride} must be at least 0 and below max_length - 2 ({self.max_length - 2})")
         if min(self.max_documents, self.max_windows, self.model_instances, self.step_instances) < 1:
             raise ValueError("limits and instance counts must be at least 1")
+
+    @property
+    def max_text_bytes(self) -> int:
+        """UTF-8 bytes of TEXT one request may hold: refused before tokenising above this."""
+        return self.max_windows * self.max_length * MAX_UTF8_BYTES
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest HTTP body / gRPC message the front door passes on to Triton."""
+        return self.max_text_bytes * BODY_PER_TEXT_BYTE
 
     @property
     def buckets(self) -> list[int]:

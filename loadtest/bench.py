@@ -100,11 +100,12 @@ def measure_all(a, model: Path, texts: list[str], repos: dict, threads: tuple[in
         del floor
         gc.collect()
 
-    from server.triton import LaunchError, TritonServer, free_port
+    from server.service import FinerServer
+    from server.triton import LaunchError, free_port
 
     for precision in PRECISIONS:
         _log(f"starting Triton on the {precision} repository ...")
-        server = TritonServer(repos[precision], free_port(), free_port(), free_port(),
+        server = FinerServer(repos[precision], free_port(), free_port(), free_port(),
                               log_file=out / f"triton-{precision}.log", backend_dir=repos[precision].parent / "backends")
         try:
             server.start()

@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
 
     server = None
     if args.serve:
-        from server.triton import TritonServer, free_port
+        from server.service import FinerServer
+        from server.triton import free_port
 
-        server = TritonServer(args.serve, free_port(), free_port(), free_port(),
+        server = FinerServer(args.serve, free_port(), free_port(), free_port(),
                               log_file=Path(".cache/triton/client_latency.log"))
         server.start()
         server.wait_ready()

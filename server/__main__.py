@@ -1,13 +1,22 @@
-"""`python -m server`: serve the model repository with the embedded Triton until Ctrl-C or SIGTERM."""
+"""`python -m server`: serve the model repository with the embedded Triton until Ctrl-C or SIGTERM.
+
+Triton runs behind the HTTP and gRPC front doors, under a supervisor that restarts it when a step
+dies or it crashes (see server/service.py). The restricted APIs (shared memory, model repository,
+trace, logging) answer only requests with the header `finer-admin-key: $FINER_ADMIN_KEY`.
+"""
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-from server.triton import CACHE, DEFAULT_REPOSITORY, ENSEMBLE, LaunchError, TritonServer
+from server.service import FinerServer
+from server.admin import ADMIN_HEADER, ADMIN_KEY_ENV
+from server.triton import CACHE, DEFAULT_REPOSITORY, ENSEMBLE, LaunchError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -22,6 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-file", type=Path, default=CACHE / "server.log")
     p.add_argument("--log-verbose", type=int, default=0, help="Triton's verbose log level (0 = off)")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the models to load")
+    p.add_argument("--canary-interval", type=float, default=2.0,
+                   help="seconds between the supervisor's canary requests through the ensemble")
     return p.parse_args(argv)
 
 
@@ -31,10 +42,11 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    server = TritonServer(
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s", level=logging.INFO, stream=sys.stderr)
+    server = FinerServer(
         args.model_repository, args.http_port, args.grpc_port, args.metrics_port,
         http_address=args.http_address, grpc_address=args.grpc_address, metrics_address=args.metrics_address,
-        log_file=args.log_file, log_verbose=args.log_verbose,
+        log_file=args.log_file, log_verbose=args.log_verbose, canary_interval_s=args.canary_interval,
     )
     # Also SIGINT: a shell that starts us in the background hands us SIGINT ignored.
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -49,13 +61,13 @@ def main(argv=None) -> int:
             f"  HTTP     {server.http_url}/v2/models/{ENSEMBLE}/infer\n"
             f"  gRPC     {server.grpc_url}\n"
             f"  metrics  {server.metrics_url}\n"
-            "Ctrl-C to stop.",
+            f"  admin    shared-memory, repository, trace and logging APIs need the header {ADMIN_HEADER}: "
+            + (f"${ADMIN_KEY_ENV}" if os.environ.get(ADMIN_KEY_ENV) else f"(closed: set {ADMIN_KEY_ENV} to open them)")
+            + "\nCtrl-C to stop.",
             flush=True,
         )
-        while server.process.poll() is None:
-            time.sleep(0.5)
-        code = server.process.returncode
-        server.fail(f"Triton stopped on its own (exit code {code})")
+        while True:  # the supervisor restarts Triton; this thread only waits for a signal
+            time.sleep(3600)
     except LaunchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

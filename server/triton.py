@@ -1,4 +1,4 @@
-"""Run the real Triton Inference Server from the `nvidia-pytriton` wheel on a model repository.
+"""Run the real Triton Inference Server process from the `nvidia-pytriton` wheel on a model repository.
 
 The wheel holds Triton 2.51 (the same release as the `nvcr.io/nvidia/tritonserver:24.10-py3`
 container) with its Python backend but no ONNX Runtime backend. `TritonServer` builds a backend
@@ -8,6 +8,11 @@ models with onnxruntime's Python API, then starts tritonserver on loopback.
 
     with TritonServer(repository, http_port=8000) as server:   # returns once `finer` is ready
         ...
+
+This is the bare process; `server.service.FinerServer` puts the front doors and the supervisor
+around it, and is what `python -m server` runs. The shared-memory, repository, trace and logging
+APIs answer only requests that carry this launch's internal key (`server.admin`), and the Python backend's
+shared-memory regions carry a prefix of this server's own, so a crashed server's are found.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import atexit
 import ctypes
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -27,6 +33,7 @@ import urllib.request
 from pathlib import Path
 
 from finer import artifacts
+from server.admin import ADMIN_HEADER, RESTRICTED
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REPOSITORY = PROJECT_ROOT / "model_repository"
@@ -35,6 +42,7 @@ ENSEMBLE = "finer"
 
 # Messages every CPU-only start prints: not reasons for a failure.
 HARMLESS = re.compile(r"CudaDriverHelper|CUDA driver|CUDA memory pool|DCGM|NVML|pinned (system )?memory|GPU metrics")
+SHM = Path("/dev/shm")
 _LIBC = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1
 
@@ -144,8 +152,11 @@ class TritonServer:
         self.log_file = Path(log_file).resolve()
         self.backend_dir = Path(backend_dir).resolve()
         self.log_verbose = log_verbose
+        # What the restricted APIs demand of callers (see server.admin): the front doors hold it.
+        self.internal_key = secrets.token_urlsafe(24)
         self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen | None = None
+        self.shm_prefix = f"finer_{os.getpid()}_{secrets.token_hex(4)}_"
 
     @property
     def http_url(self) -> str:
@@ -177,6 +188,9 @@ class TritonServer:
             f"--metrics-address={self.metrics_address}", f"--metrics-port={self.metrics_port}",
             f"--log-verbose={self.log_verbose}",
             "--exit-timeout-secs=10",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={self.internal_key}",
+            f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={self.internal_key}",
             *self.extra_args,
         ]
 
@@ -243,11 +257,12 @@ class TritonServer:
             f"{what}: {failure_reason(log)}\n--- last lines of {self.log_file} ---\n{self.log_tail()}"
         )
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM (Triton unloads models and ends its stubs), then SIGKILL whatever is left in the group."""
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (Triton unloads models and ends its stubs), then SIGKILL whatever is left in the group;
+        returns how many shared-memory regions it left that were removed."""
         process, self.process = self.process, None
         if process is None:
-            return
+            return 0
         atexit.unregister(self.stop)
         if process.poll() is None:
             process.terminate()
@@ -261,6 +276,18 @@ class TritonServer:
         except (ProcessLookupError, PermissionError):
             pass
         process.wait()
+        return self.clean_shm()
+
+    def stale_regions(self) -> list[Path]:
+        """Shared-memory regions of this server's Python stubs (left behind when it was killed)."""
+        return sorted(SHM.glob(f"{self.shm_prefix}*"))
+
+    def clean_shm(self) -> int:
+        """Remove this server's regions once it has stopped; how many there were."""
+        regions = self.stale_regions()
+        for region in regions:
+            region.unlink(missing_ok=True)
+        return len(regions)
 
     def __enter__(self) -> "TritonServer":
         self.start()

@@ -2,7 +2,7 @@
 
 `served` (session-scoped) builds the tiny model of `tiny_model.py`, exports it with
 `training.export` into a temporary copy of `model_repository/` as finer_model version 1, starts
-Triton on free ports and yields a `Served` that also predicts in-process with PyTorch through the
+Triton behind its front doors on free ports and yields a `Served` that also predicts in-process with PyTorch through the
 same `finer.pipeline` steps, so tests compare the server's entities with the reference ones.
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ def tiny_export(tmp_path_factory) -> TinyExport:
 
 @dataclass
 class Served:
-    server: object  # server.triton.TritonServer
+    server: object  # server.service.FinerServer: Triton behind the front doors, supervised
     export: TinyExport
     model: object  # the PyTorch classifier that was exported
     tokenizer: object  # tokenizers.Tokenizer, loaded as finer_preprocess loads it
@@ -75,10 +75,11 @@ class Served:
 
 @pytest.fixture(scope="session")
 def served(tiny_export, tmp_path_factory):
-    from server.triton import TritonServer, free_port
+    from server.service import FinerServer
+    from server.triton import free_port
 
     logs = tmp_path_factory.mktemp("triton")
-    server = TritonServer(tiny_export.repository, free_port(), free_port(), free_port(),
+    server = FinerServer(tiny_export.repository, free_port(), free_port(), free_port(),
                           log_file=logs / "server.log", backend_dir=logs / "backends")
     server.start()
     try:

@@ -66,8 +66,10 @@ def ensemble(spec: ServingSpec):
                     _tensor(mc, "LABELS", "TYPE_STRING", [-1], optional=True)])
     c.output.extend([_output(mc, "ENTITIES", "TYPE_STRING", [-1])])
     # What clients read to split their work into requests the server takes.
+    # What clients read to split their work into requests the server takes; the launcher's front
+    # door reads max_body_bytes.
     _params(c, max_documents=spec.max_documents, max_windows=spec.max_windows, max_length=spec.max_length,
-            stride=spec.stride)
+            stride=spec.stride, max_text_bytes=spec.max_text_bytes, max_body_bytes=spec.max_body_bytes)
     steps = [
         ("finer_preprocess", {"TEXT": "TEXT"}, {"INPUT_IDS": "input_ids", "ATTENTION_MASK": "attention_mask",
                                                 "WORD_IDS": "word_ids", "WORD_SPANS": "word_spans"}),
@@ -90,7 +92,7 @@ def preprocess(spec: ServingSpec):
                      _output(mc, "ATTENTION_MASK", "TYPE_INT64", [-1, -1]),
                      _output(mc, "WORD_IDS", "TYPE_INT32", [-1, -1]),
                      _output(mc, "WORD_SPANS", "TYPE_INT32", [-1, 3])])  # document, start, end per word
-    _params(c, max_documents=spec.max_documents, max_windows=spec.max_windows)
+    _params(c, max_documents=spec.max_documents, max_windows=spec.max_windows, max_text_bytes=spec.max_text_bytes)
     c.instance_group.extend([_cpu(mc, spec.step_instances)])
     return c
 

@@ -16,7 +16,8 @@ import triton_python_backend_utils as pb_utils
 
 from finer.labels import ScopeError, requested_types
 from finer.pipeline import TaggerConfig, decode
-from finer.serving import ERROR_BAD_LABELS, coded
+from finer.serving import ERROR_BAD_INPUT, ERROR_BAD_LABELS
+from finer.steps import RequestError, get, respond
 from finer.words import Word
 
 
@@ -31,12 +32,38 @@ def entities_json(texts: list[str], logits: np.ndarray, word_ids: np.ndarray, sp
             for doc in found]
 
 
-def wanted_types(tensor) -> frozenset[str] | None:
+def wanted_types(raw: np.ndarray | None) -> frozenset[str] | None:
     """The LABELS input as a set of types (None: not sent, everything is returned)."""
-    if tensor is None:
+    if raw is None:
         return None
-    specs = [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in tensor.as_numpy().reshape(-1)]
-    return requested_types(specs)
+    specs = [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in raw.reshape(-1)]
+    try:
+        return requested_types(specs)
+    except ScopeError as e:
+        raise RequestError(ERROR_BAD_LABELS, f"LABELS: {e}") from None
+
+
+def check_tensors(texts: list[str], logits: np.ndarray, word_ids: np.ndarray, spans: np.ndarray, n_labels: int) -> None:
+    """What decoding assumes, for tensors that did not come from finer_preprocess (a direct call)."""
+    def bad(message: str):
+        raise RequestError(ERROR_BAD_INPUT, message)
+
+    if logits.ndim != 3 or word_ids.shape != logits.shape[:2]:
+        bad(f"LOGITS {list(logits.shape)} must be [windows, length, labels] and WORD_IDS {list(word_ids.shape)} "
+            "[windows, length]")
+    if logits.shape[-1] != n_labels:
+        bad(f"LOGITS has {logits.shape[-1]} labels but the served model has {n_labels}")
+    if spans.ndim != 2 or spans.shape[1] != 3:
+        bad(f"WORD_SPANS {list(spans.shape)} must be [words, 3]")
+    if word_ids.size and (word_ids.min() < -1 or word_ids.max() >= len(spans)):
+        bad(f"WORD_IDS must lie in [-1, {len(spans)}) (one index per word of WORD_SPANS)")
+    if len(spans):
+        documents, starts, ends = spans.T.astype(np.int64)
+        if documents.min() < 0 or documents.max() >= len(texts):
+            bad(f"WORD_SPANS documents must lie in [0, {len(texts)})")
+        lengths = np.array([len(t) for t in texts])[documents]
+        if (starts < 0).any() or (ends < starts).any() or (ends > lengths).any():
+            bad("WORD_SPANS must satisfy 0 <= start <= end <= len(TEXT[document])")
 
 
 class TritonPythonModel:
@@ -46,26 +73,15 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"finer_postprocess: {len(self.labels)} labels from {folder}")
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            def get(name):
-                return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+        return respond(pb_utils, requests, self.answer, "finer_postprocess")
 
-            # preprocess already rejected anything that is not UTF-8
-            texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in get("TEXT").reshape(-1)]
-            logits = get("LOGITS")
-            if logits.shape[-1] != len(self.labels):
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"finer_model gives {logits.shape[-1]} labels but finer.json lists {len(self.labels)}: "
-                    "re-export the model")))
-                continue
-            try:
-                keep = wanted_types(pb_utils.get_input_tensor_by_name(request, "LABELS"))
-            except ScopeError as e:
-                responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(coded(ERROR_BAD_LABELS, f"LABELS: {e}"), pb_utils.TritonError.INVALID_ARG)))
-                continue
-            out = entities_json(texts, logits, get("WORD_IDS"), get("WORD_SPANS"), self.labels, keep)
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor("ENTITIES", np.array(out, dtype=np.object_))]))
-        return responses
+    def answer(self, request) -> list:
+        def text(t) -> str:
+            return t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t)
+
+        texts = [text(t) for t in get(pb_utils, request, "TEXT").reshape(-1)]
+        logits, word_ids, spans = (get(pb_utils, request, n) for n in ("LOGITS", "WORD_IDS", "WORD_SPANS"))
+        check_tensors(texts, logits, word_ids, spans, len(self.labels))
+        keep = wanted_types(get(pb_utils, request, "LABELS"))
+        out = entities_json(texts, logits, word_ids, spans, self.labels, keep)
+        return [pb_utils.Tensor("ENTITIES", np.array(out, dtype=np.object_))]

@@ -15,19 +15,18 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from finer.pipeline import TaggerConfig, encode, load_tokenizer, tokenize
-from finer.serving import ERROR_BAD_TEXT, ERROR_TOO_BIG, coded
+from finer.serving import ERROR_BAD_TEXT, ERROR_TOO_BIG
+from finer.steps import RequestError, get, respond
 from finer.windows import window_count
 from finer.words import split_words
 
 
-class RequestError(ValueError):
-    """A problem with the request itself: answered as INVALID_ARGUMENT, its code in brackets."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(coded(code, message))
-
-
-def decode_texts(raw: np.ndarray) -> list[str]:
+def decode_texts(raw: np.ndarray, max_bytes: int) -> list[str]:
+    """TEXT as str, refused before any work when it holds more than `max_bytes` of UTF-8."""
+    size = sum(len(item) if isinstance(item, bytes) else len(str(item).encode("utf-8")) for item in raw.reshape(-1))
+    if size > max_bytes:
+        raise RequestError(ERROR_TOO_BIG, f"TEXT holds {size} bytes > max_text_bytes {max_bytes}: "
+                           "split the documents into smaller requests (the finer client does)")
     texts = []
     for i, item in enumerate(raw.reshape(-1)):
         if isinstance(item, str):
@@ -49,6 +48,7 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.max_documents = int(params["max_documents"])
         self.max_windows = int(params["max_windows"])
+        self.max_text_bytes = int(params["max_text_bytes"])
         # This version's own folder: the tokenizer of the finer_model version with the same number.
         folder = Path(args["model_repository"]) / args["model_version"]
         self.config = TaggerConfig.load(folder)
@@ -85,19 +85,13 @@ class TritonPythonModel:
         return encoded, spans
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                texts = decode_texts(pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy())
-                encoded, spans = self.encode(texts)
-            except RequestError as e:
-                responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG)))
-                continue
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("INPUT_IDS", encoded.input_ids),
-                pb_utils.Tensor("ATTENTION_MASK", encoded.attention_mask),
-                pb_utils.Tensor("WORD_IDS", encoded.word_ids),
-                pb_utils.Tensor("WORD_SPANS", spans),
-            ]))
-        return responses
+        return respond(pb_utils, requests, self.answer, "finer_preprocess")
+
+    def answer(self, request) -> list:
+        encoded, spans = self.encode(decode_texts(get(pb_utils, request, "TEXT"), self.max_text_bytes))
+        return [
+            pb_utils.Tensor("INPUT_IDS", encoded.input_ids),
+            pb_utils.Tensor("ATTENTION_MASK", encoded.attention_mask),
+            pb_utils.Tensor("WORD_IDS", encoded.word_ids),
+            pb_utils.Tensor("WORD_SPANS", spans),
+        ]

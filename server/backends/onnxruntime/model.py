@@ -8,10 +8,16 @@ native backend reads (`intra_op_thread_count`, `inter_op_thread_count`, `executi
 file and serves the same repository with its native backend. To fail where that one fails, loading
 checks config.pbtxt against model.onnx with the native rules: inputs may be looser than the model,
 outputs must match exactly (a fixed label axis in model.onnx would not fit logits dims [-1, -1]).
+
+Requests are checked one by one before they are batched (integer inputs are token indices and
+masks here, so they may not be negative; every input must have the same batch size), and a batch
+that ONNX Runtime refuses is run again request by request, so a bad request fails alone, with
+INVALID_ARGUMENT and ONNX Runtime's status message, never with its batch mates.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,7 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from finer.runtime import session
+from finer.serving import ERROR_BAD_INPUT, coded
 
 # Triton's ORT backend: unset/0 = all optimisations, -1 = basic, 1 = extended, 2 = none.
 GRAPH_LEVELS = {
@@ -75,6 +82,32 @@ def session_options(config: dict) -> ort.SessionOptions:
     return options
 
 
+class BadRequest(ValueError):
+    pass
+
+
+def check_request(feed: dict[str, np.ndarray], batched: bool) -> None:
+    """What one request must satisfy before it may share a session run with others."""
+    if batched and len({a.shape[0] if a.ndim else -1 for a in feed.values()}) > 1:
+        raise BadRequest("inputs differ in batch size: "
+                         + ", ".join(f"{n} {list(a.shape)}" for n, a in feed.items()))
+    for name, array in feed.items():
+        if np.issubdtype(array.dtype, np.integer) and array.size and array.min() < 0:
+            raise BadRequest(f"{name} holds negative values (token indices and masks are >= 0)")
+
+
+def runtime_message(error: Exception) -> str:
+    """ONNX Runtime's status message without its node names and prefixes."""
+    text = str(error)
+    found = re.search(r"Status Message: (.*)", text)
+    return (found.group(1) if found else text.split(" : ")[-1]).strip()[:300]
+
+
+def error_response(message: str):
+    return pb_utils.InferenceResponse(
+        error=pb_utils.TritonError(coded(ERROR_BAD_INPUT, message), pb_utils.TritonError.INVALID_ARG))
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -100,25 +133,34 @@ class TritonPythonModel:
         return [list(parts) for parts in zip(*per_output)]
 
     def execute(self, requests):
-        feeds = [
-            {name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs}
-            for r in requests
-        ]
+        responses = [None] * len(requests)
+        feeds = {}
+        for i, r in enumerate(requests):
+            feed = {name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs}
+            try:
+                check_request(feed, self.batched)
+            except BadRequest as e:
+                responses[i] = error_response(str(e))
+                continue
+            feeds[i] = feed
         # The dynamic batcher only merges equal shapes, but group anyway so a mixed list still works.
         groups: dict[tuple, list[int]] = {}
-        for i, feed in enumerate(feeds):
+        for i, feed in feeds.items():
             groups.setdefault(tuple(feed[n].shape[1:] for n in self.inputs), []).append(i)
-        responses = [None] * len(requests)
         for members in groups.values():
-            try:
-                results = self.run([feeds[i] for i in members])
-            except Exception as e:  # noqa: BLE001 - a bad request must not take the model down
-                error = pb_utils.TritonError(f"onnxruntime: {e}")
-                for i in members:
-                    responses[i] = pb_utils.InferenceResponse(error=error)
-                continue
-            for i, outputs in zip(members, results):
-                responses[i] = pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.outputs, outputs)]
-                )
+            responses_of = self.answer(members, feeds)
+            for i in members:
+                responses[i] = responses_of[i]
         return responses
+
+    def answer(self, members: list[int], feeds: dict) -> dict:
+        """A response per request of one group; if the group's run fails, each request runs alone."""
+        try:
+            results = self.run([feeds[i] for i in members])
+        except Exception as e:  # noqa: BLE001 - a bad request must not take the model or its batch mates down
+            if len(members) == 1:
+                return {members[0]: error_response(f"finer_model cannot run this input: {runtime_message(e)}")}
+            return {i: r for m in members for i, r in self.answer([m], feeds).items()}
+        return {i: pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.outputs, outputs)])
+                for i, outputs in zip(members, results)}

@@ -1,0 +1,149 @@
+"""`FinerServer`: Triton behind its front doors, under a supervisor. What `python -m server` runs.
+
+    with FinerServer(repository, http_port=8000, grpc_port=8001) as server:  # returns once ready
+        ...
+
+Clients talk to the front doors on the public ports (`server.front_http`, `server.front_grpc`);
+tritonserver listens on free loopback ports that only they and the supervisor use. The metrics
+port is Triton's own (read-only Prometheus text). The body limit is the ensemble's
+`max_body_bytes` parameter, generated from `finer.serving.ServingSpec` into the repository.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from finer.serving import ServingSpec
+from server.admin import operator_key
+from server.front_grpc import GrpcFront
+from server.front_http import HttpFront
+from server.supervisor import Supervisor
+from server.triton import CACHE, DEFAULT_REPOSITORY, ENSEMBLE, LaunchError, TritonServer, check_port, free_port
+
+
+def max_body_bytes(repository: Path) -> int:
+    """The ensemble's published limit (a repository generated before it existed: the spec's)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse((repository / ENSEMBLE / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    value = config.parameters.get("max_body_bytes")
+    return int(value.string_value) if value is not None else ServingSpec().max_body_bytes
+
+
+class FinerServer:
+    def __init__(
+        self,
+        repository: str | Path = DEFAULT_REPOSITORY,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        *,
+        http_address: str = "127.0.0.1",
+        grpc_address: str = "127.0.0.1",
+        metrics_address: str = "127.0.0.1",
+        log_file: str | Path = CACHE / "server.log",
+        backend_dir: str | Path = CACHE / "backends",
+        log_verbose: int = 0,
+        admin_key: str | None = None,
+        canary_interval_s: float = 2.0,
+    ):
+        """`admin_key` opens the operator APIs to requests that send it (default: $FINER_ADMIN_KEY;
+        neither: they stay shut)."""
+        self.triton = TritonServer(repository, free_port(), free_port(), metrics_port,
+                                   metrics_address=metrics_address, log_file=log_file, backend_dir=backend_dir,
+                                   log_verbose=log_verbose)
+        self.admin_key = admin_key or operator_key()
+        self.http_address, self.http_port = http_address, http_port
+        self.grpc_address, self.grpc_port = grpc_address, grpc_port
+        self.supervisor = Supervisor(self.triton, interval_s=canary_interval_s)
+        self.http: HttpFront | None = None
+        self.grpc: GrpcFront | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+
+    # --- what callers use ----------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http_address}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.grpc_address}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return self.triton.metrics_url
+
+    @property
+    def process(self):
+        """The tritonserver process now serving (a new one after each restart)."""
+        return self.triton.process
+
+    @property
+    def log_file(self) -> Path:
+        return self.triton.log_file
+
+    def model_version(self) -> Path:
+        return self.triton.model_version()
+
+    def log_tail(self, lines: int = 12) -> str:
+        return self.triton.log_tail(lines)
+
+    # --- life cycle ----------------------------------------------------------------------------
+    def start(self) -> "FinerServer":
+        self.triton.model_version()
+        check_port(self.http_address, self.http_port, "--http-port")
+        check_port(self.grpc_address, self.grpc_port, "--grpc-port")
+        limit = max_body_bytes(self.triton.repository)
+        self.triton.start()
+        try:
+            self._start_fronts(limit)
+        except OSError as e:
+            self.stop()
+            raise LaunchError(f"cannot start the front doors: {e}") from None
+        return self
+
+    def _start_fronts(self, limit: int) -> None:
+        health, keys = self.supervisor.health, (self.admin_key, self.triton.internal_key)
+        self.grpc = GrpcFront(self.triton.grpc_url, self.grpc_address, self.grpc_port, limit, health, keys)
+        self.grpc.start()
+        self.http = HttpFront(self.triton.http_url, self.http_address, self.http_port, limit, health, keys)
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="finer-http-front", daemon=True)
+        self._loop_thread.start()
+        asyncio.run_coroutine_threadsafe(self.http.start(), self._loop).result(30)
+
+    def wait_ready(self, timeout: float = 180.0) -> float:
+        """Seconds until the ensemble was ready (then the supervisor watches it); LaunchError otherwise."""
+        seconds = self.triton.wait_ready(timeout)
+        self.supervisor.start()
+        return seconds
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        self.triton.stop()  # a restart in progress sees its server gone and gives up
+        self.supervisor.join()
+        self.triton.stop()
+        if self.grpc is not None:
+            self.grpc.stop()
+            self.grpc = None
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self.http.stop(), self._loop).result(30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(10)
+            self._loop.close()
+            self._loop = None
+
+    def __enter__(self) -> "FinerServer":
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
