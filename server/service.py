@@ -32,6 +32,33 @@ def max_body_bytes(repository: Path) -> int:
     return int(value.string_value) if value is not None else ServingSpec().max_body_bytes
 
 
+class Fronts:
+    """Both front doors on their public ports, in front of Triton's HTTP and gRPC endpoints."""
+
+    def __init__(self, triton_http: str, triton_grpc: str, http: tuple[str, int], grpc: tuple[str, int], limit: int,
+                 health, keys: tuple[str | None, str]):
+        self.grpc = GrpcFront(triton_grpc, *grpc, limit, health, keys)
+        self.http = HttpFront(triton_http, *http, limit, health, keys)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.grpc.start()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="finer-http-front", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.http.start(), self._loop).result(30)
+
+    def stop(self) -> None:
+        self.grpc.stop()
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self.http.stop(), self._loop).result(30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+            self._loop = None
+
+
 class FinerServer:
     def __init__(
         self,
@@ -58,10 +85,7 @@ class FinerServer:
         self.http_address, self.http_port = http_address, http_port
         self.grpc_address, self.grpc_port = grpc_address, grpc_port
         self.supervisor = Supervisor(self.triton, interval_s=canary_interval_s)
-        self.http: HttpFront | None = None
-        self.grpc: GrpcFront | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
+        self.fronts: Fronts | None = None
 
     # --- what callers use ----------------------------------------------------------------------
     @property
@@ -98,22 +122,15 @@ class FinerServer:
         check_port(self.grpc_address, self.grpc_port, "--grpc-port")
         limit = max_body_bytes(self.triton.repository)
         self.triton.start()
+        self.fronts = Fronts(self.triton.http_url, self.triton.grpc_url, (self.http_address, self.http_port),
+                             (self.grpc_address, self.grpc_port), limit, self.supervisor.health,
+                             (self.admin_key, self.triton.internal_key))
         try:
-            self._start_fronts(limit)
+            self.fronts.start()
         except OSError as e:
             self.stop()
             raise LaunchError(f"cannot start the front doors: {e}") from None
         return self
-
-    def _start_fronts(self, limit: int) -> None:
-        health, keys = self.supervisor.health, (self.admin_key, self.triton.internal_key)
-        self.grpc = GrpcFront(self.triton.grpc_url, self.grpc_address, self.grpc_port, limit, health, keys)
-        self.grpc.start()
-        self.http = HttpFront(self.triton.http_url, self.http_address, self.http_port, limit, health, keys)
-        self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="finer-http-front", daemon=True)
-        self._loop_thread.start()
-        asyncio.run_coroutine_threadsafe(self.http.start(), self._loop).result(30)
 
     def wait_ready(self, timeout: float = 180.0) -> float:
         """Seconds until the ensemble was ready (then the supervisor watches it); LaunchError otherwise."""
@@ -126,15 +143,9 @@ class FinerServer:
         self.triton.stop()  # a restart in progress sees its server gone and gives up
         self.supervisor.join()
         self.triton.stop()
-        if self.grpc is not None:
-            self.grpc.stop()
-            self.grpc = None
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self.http.stop(), self._loop).result(30)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join(10)
-            self._loop.close()
-            self._loop = None
+        fronts, self.fronts = self.fronts, None
+        if fronts is not None:
+            fronts.stop()
 
     def __enter__(self) -> "FinerServer":
         self.start()

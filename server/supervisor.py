@@ -7,6 +7,10 @@ failed canaries in a row, or at once when tritonserver has exited, it marks the 
 front doors then answer readiness with 503), logs why, stops what is left of Triton, removes its
 shared-memory regions, and starts it again after a backoff that doubles (1 s up to 30 s) while
 restarts keep failing or follow each other within STABLE_S.
+
+Without a TritonServer to restart (the front door in front of a Triton container, `python -m
+server.front`), it only watches: unready while the canary fails, ready again once it passes, and
+the container's orchestrator restarts Triton (its liveness probe is this readiness).
 """
 from __future__ import annotations
 
@@ -27,9 +31,11 @@ STABLE_S = 60.0  # a server that stayed healthy this long starts again from the 
 
 
 class Supervisor:
-    def __init__(self, triton: TritonServer, interval_s: float = 2.0, failures_to_restart: int = 2,
-                 canary_timeout_s: float = 10.0, start_timeout_s: float = 180.0):
+    def __init__(self, triton: TritonServer | None, interval_s: float = 2.0, failures_to_restart: int = 2,
+                 canary_timeout_s: float = 10.0, start_timeout_s: float = 180.0, triton_http: str | None = None):
+        """`triton`: the server to restart; None with `triton_http` (its HTTP URL) to watch only."""
         self.triton = triton
+        self.triton_http = triton_http or triton.http_url
         self.interval_s, self.failures_to_restart = interval_s, failures_to_restart
         self.canary_timeout_s, self.start_timeout_s = canary_timeout_s, start_timeout_s
         self.ready = False
@@ -41,9 +47,9 @@ class Supervisor:
     def health(self) -> tuple[bool, str]:
         return self.ready, self.reason
 
-    def start(self) -> None:
-        """Watch a server that is ready now."""
-        self.ready, self.reason = True, ""
+    def start(self, ready: bool = True) -> None:
+        """Watch a server that is ready now (or, watching only, one that may not be up yet)."""
+        self.ready, self.reason = ready, "" if ready else "waiting for Triton"
         self._thread = threading.Thread(target=self._watch, name="finer-supervisor", daemon=True)
         self._thread.start()
 
@@ -57,11 +63,11 @@ class Supervisor:
 
     def problem(self) -> str | None:
         """Why the ensemble cannot serve now, or None."""
-        process = self.triton.process
-        if process is None or process.poll() is not None:
+        process = self.triton.process if self.triton is not None else None
+        if self.triton is not None and (process is None or process.poll() is not None):
             return f"tritonserver exited (code {None if process is None else process.returncode})"
         body = json.dumps({"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": [CANARY_TEXT]}]})
-        request = urllib.request.Request(f"{self.triton.http_url}/v2/models/{ENSEMBLE}/infer", body.encode(),
+        request = urllib.request.Request(f"{self.triton_http}/v2/models/{ENSEMBLE}/infer", body.encode(),
                                          {"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.canary_timeout_s) as answer:
@@ -83,9 +89,17 @@ class Supervisor:
             problem = self.problem()
             if problem is None:
                 failures = 0
+                if self.triton is None and not self.ready:
+                    self.ready, self.reason = True, ""
+                    log.warning("Triton answers the canary: ready")
                 continue
             failures += 1
             if failures < self.failures_to_restart and not problem.startswith("tritonserver exited"):
+                continue
+            if self.triton is None:
+                if self.ready:
+                    log.warning("unhealthy: %s", problem)
+                self.ready, self.reason = False, problem
                 continue
             if time.monotonic() - healthy_since > STABLE_S:
                 backoff = BACKOFF_S[0]
@@ -104,6 +118,7 @@ class Supervisor:
             if self._stopping.wait(backoff):
                 return backoff
             backoff = min(backoff * 2, BACKOFF_S[1])
+            self.triton.keep_log()
             try:
                 self.triton.start()
                 seconds = self.triton.wait_ready(self.start_timeout_s)

@@ -278,6 +278,11 @@ class TritonServer:
         process.wait()
         return self.clean_shm()
 
+    def keep_log(self) -> None:
+        """Move the log aside to `<log>.1` (one earlier run kept), so a restart does not erase why it stopped."""
+        if self.log_file.exists():
+            self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
+
     def stale_regions(self) -> list[Path]:
         """Shared-memory regions of this server's Python stubs (left behind when it was killed)."""
         return sorted(SHM.glob(f"{self.shm_prefix}*"))

@@ -27,7 +27,7 @@ def test_config_validates():
 def test_services_ports_and_repository():
     config = json.loads(compose("config", "--format", "json"))
     services = config["services"]
-    assert set(services) == {"triton", "triton-gpu", "mlflow", "locust"}
+    assert set(services) == {"front", "triton", "triton-gpu", "mlflow", "locust"}
     for name in ("triton", "triton-gpu"):
         s = services[name]
         assert any(v["target"] == "/models" and v["source"] == str(ROOT / "model_repository") for v in s["volumes"])
@@ -41,6 +41,14 @@ def test_services_ports_and_repository():
     for s in services.values():
         for port in s.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", f"{port} is not loopback-only"
+    # clients reach Triton through the front doors only; Triton's operator APIs need the key
+    assert {p["target"] for p in services["front"]["ports"]} == {8000, 8001}
+    for name in ("triton", "triton-gpu"):
+        assert {p["target"] for p in services[name]["ports"]} == {8002}, "only metrics are published"
+        restricted = [a for a in services[name]["command"] if a.startswith(("--http-restricted-api=", "--grpc-restricted-protocol="))]
+        assert len(restricted) == 2 and all("shared-memory,model-repository,trace,logging:finer-admin-key=" in a for a in restricted)
+    assert "--triton-http=triton:8000" in services["front"]["command"]
+    assert "http://front:8000" in services["locust"]["command"] and services["locust"]["environment"]["FINER_GRPC_URL"] == "front:8001"
     # the same Triton release as the nvidia-pytriton wheel behind `make serve` (2.51.0 = 24.10)
     dockerfile = (ROOT / "docker" / "triton.Dockerfile").read_text()
     assert "nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile
