@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(abspath $(VENV))/bin/python
-EXTRAS ?= train,export,serve,client,loadtest,dev
+EXTRAS ?= train,export,serve,client,loadtest,demo,dev
 CACHE ?= .cache
 
 # Empty SCOPE: the recipe's (all types for `make train`); SCOPE=debt|all|Type1,Type2 overrides it.
@@ -28,7 +28,7 @@ PRETRAIN_FLAGS ?= $(shell $(PY) -m training.recipes $(RECIPE) --pretrain)
 export TOKENIZERS_PARALLELISM = false
 export MLFLOW_DISABLE_TELEMETRY = true
 
-.PHONY: help setup corpus pretrain train evaluate compare export rollback serve loadtest bench test mlflow-ui clean
+.PHONY: help setup browser corpus pretrain train evaluate compare export rollback serve demo screenshots loadtest soak faults bench test mlflow-ui clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -40,6 +40,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
+
+# The browser tests drive Debian's chromium through Playwright (which must not download a browser of its own).
+browser:  ## install Debian's chromium for the web app's browser tests (needs root; CI runs it)
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@chromium --version 2>/dev/null | head -1
 
 corpus: setup  ## build FiNER-format sentences from the iXBRL filings in FINER_FILINGS
 	@test -n "$(FINER_FILINGS)" || { echo "error: set FINER_FILINGS to a folder of .htm/.htm.gz iXBRL filings"; exit 2; }
@@ -77,12 +82,30 @@ serve: setup  ## serve the ensemble on 127.0.0.1 (trains + exports a model first
 	$(PY) -m training.first_start
 	$(PY) -m server --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
+# The web app talks to a running server; loadtest's PROTOCOL default `both` means gRPC here.
+DEMO_PROTOCOL = $(if $(filter http,$(PROTOCOL)),http,grpc)
+URL ?= 127.0.0.1:$(if $(filter http,$(DEMO_PROTOCOL)),$(HTTP_PORT),$(GRPC_PORT))
+demo: setup  ## the web app on http://127.0.0.1:7860 for the running server (URL=host:port PROTOCOL=grpc|http)
+	$(PY) -m demo --url $(URL) --protocol $(DEMO_PROTOCOL)
+
+FILING ?= ../shared/data/ixbrl/filings/J/J_10-K_2023-09-29.htm.gz
+screenshots: setup browser  ## write docs/demo-*.png from the running server (URL, PROTOCOL, FILING)
+	$(PY) -m demo.browser --url $(URL) --protocol $(DEMO_PROTOCOL) --filing $(FILING) --out docs
+
 USERS ?= 4
 DURATION ?= 30s
 PROTOCOL ?= both
 loadtest: setup  ## Locust headless against the running server (USERS, DURATION, PROTOCOL=http|grpc|both)
 	$(PY) -m loadtest.run --users $(USERS) --duration $(DURATION) --protocol $(PROTOCOL) \
 		--host http://127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) $(ARGS)
+
+SOAK_USERS ?= 8
+MINUTES ?= 10
+soak: setup  ## SOAK_USERS clients (gRPC + HTTP) for MINUTES against a fresh server: failures, latency, memory growth (not in CI)
+	$(PY) -m loadtest.soak --users $(SOAK_USERS) --minutes $(MINUTES) $(ARGS)
+
+faults: setup  ## kill a stub, then Triton, under load and send the bodies that crashed it: timings as a table
+	$(PY) -m loadtest.faults $(ARGS)
 
 bench: setup  ## HF pipeline vs optimum vs ONNX floor vs Triton on the same sentences; updates BENCHMARKS.md
 	$(PY) -m loadtest.bench --model $(RUN)/model --sentences 512 --benchmarks BENCHMARKS.md $(ARGS)

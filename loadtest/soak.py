@@ -42,8 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def processes(launcher: psutil.Process) -> dict[str, psutil.Process]:
-    """tritonserver and its stubs by name (the stub's model instance, e.g. finer_preprocess_0_0)."""
-    found = {}
+    """The launcher (it runs the front doors), tritonserver, and its stubs by model instance name
+    (e.g. finer_preprocess_0_0)."""
+    found = {"launcher": launcher}
     for child in launcher.children(recursive=True):
         try:
             cmdline = child.cmdline()
@@ -94,9 +95,10 @@ class Clients:
 def minute_row(minute: int, records: list, memory: dict[str, float]) -> str:
     seconds = np.array([r[2] for r in records]) * 1000 if records else np.array([np.nan])
     failures = sum(not r[3] for r in records)
-    stubs = sum(v for k, v in memory.items() if k != "tritonserver")
+    stubs = sum(v for k, v in memory.items() if k not in ("tritonserver", "launcher"))
     return (f"| {minute:>3} | {len(records):>8} | {failures:>8} | {np.nanpercentile(seconds, 50):>7.1f} | "
-            f"{np.nanpercentile(seconds, 95):>7.1f} | {memory.get('tritonserver', float('nan')):>11.1f} | {stubs:>9.1f} |")
+            f"{np.nanpercentile(seconds, 95):>7.1f} | {memory.get('tritonserver', float('nan')):>11.1f} | {stubs:>9.1f} | "
+            f"{memory.get('launcher', float('nan')):>12.1f} |")
 
 
 def wait_ready(url: str, launcher: subprocess.Popen, timeout: float = 300) -> None:
@@ -129,8 +131,8 @@ def main(argv=None) -> int:
         clients = Clients(args.users, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", texts)
         for t in clients.threads:
             t.start()
-        print("| min | requests | failures | p50 ms  | p95 ms  | triton MiB  | stubs MiB |\n"
-              "|----:|---------:|---------:|--------:|--------:|------------:|----------:|", flush=True)
+        print("| min | requests | failures | p50 ms  | p95 ms  | triton MiB  | stubs MiB | launcher MiB |\n"
+              "|----:|---------:|---------:|--------:|--------:|------------:|----------:|-------------:|", flush=True)
         started, memory, minute = time.monotonic(), [], 0
         while minute < args.minutes:
             minute += 1

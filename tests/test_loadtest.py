@@ -103,7 +103,7 @@ def test_locust_both_protocols(served, dataset, tmp_path):
 
 
 def test_locust_counts_server_errors_as_failures(served, tmp_path):
-    # One document needing more windows than the server takes: every request is refused (INVALID_ARGUMENT).
+    # One document over the server's max_text_bytes: every request is refused (INVALID_ARGUMENT [too_big]).
     corpus = tmp_path / "huge.jsonl"
     corpus.write_text(json.dumps({"tokens": ["interest"] * 20000, "ner_tags": ["O"] * 20000}) + "\n")
     out = tmp_path / "locust"
@@ -113,7 +113,7 @@ def test_locust_counts_server_errors_as_failures(served, tmp_path):
     for protocol in ("http", "grpc"):
         total = _stats(out / f"{protocol}_stats.csv")["Aggregated"]
         assert int(total["Request Count"]) > 0 and total["Failure Count"] == total["Request Count"], protocol
-        assert "too long" in (out / f"{protocol}_failures.csv").read_text()
+        assert "max_text_bytes" in (out / f"{protocol}_failures.csv").read_text()
 
 
 def test_run_needs_a_running_server(tmp_path, capsys):
