@@ -22,7 +22,7 @@ import json
 import re
 from typing import Callable
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
+from aiohttp import ClientError, ClientPayloadError, ClientSession, ClientTimeout, TCPConnector, web
 
 from finer.serving import ERROR_TOO_BIG, coded
 from server.admin import ADMIN_HEADER, HTTP_PATHS, REFUSED, admitted
@@ -133,6 +133,8 @@ class HttpFront:
             return self.too_big("sent in chunks")
         except asyncio.TimeoutError:
             return json_error(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s")
+        except (ConnectionResetError, ClientPayloadError):  # the client went away mid-body: nobody to answer
+            return json_error(400, "the connection closed before the body was complete")
         if body:
             problem = body_problem(body, request.headers)
             if problem:

@@ -32,6 +32,14 @@ def max_body_bytes(repository: Path) -> int:
     return int(value.string_value) if value is not None else ServingSpec().max_body_bytes
 
 
+async def cancel_pending() -> None:
+    """End the connection handlers still open (keep-alive clients), so the loop closes clean."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class Fronts:
     """Both front doors on their public ports, in front of Triton's HTTP and gRPC endpoints."""
 
@@ -53,6 +61,7 @@ class Fronts:
         self.grpc.stop()
         if self._loop is not None:
             asyncio.run_coroutine_threadsafe(self.http.stop(), self._loop).result(30)
+            asyncio.run_coroutine_threadsafe(cancel_pending(), self._loop).result(30)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop.close()

@@ -3,7 +3,7 @@
 Triton itself never restarts a Python stub that died, and its ready endpoints keep answering 200
 while every request fails with "Stub process ... is not healthy". So the supervisor sends a canary
 inference through the whole ensemble every `interval_s` seconds. After `failures_to_restart`
-failed canaries in a row, or at once when tritonserver has exited, it marks the server unready (the
+failed canaries in a row, or at once when tritonserver has exited or a stub is "not healthy", it marks the server unready (the
 front doors then answer readiness with 503), logs why, stops what is left of Triton, removes its
 shared-memory regions, and starts it again after a backoff that doubles (1 s up to 30 s) while
 restarts keep failing or follow each other within STABLE_S.
@@ -26,6 +26,8 @@ from server.triton import ENSEMBLE, LaunchError, TritonServer
 log = logging.getLogger("finer.server")
 
 CANARY_TEXT = "The 7.00% Senior Notes due 2030 bear interest semi-annually."
+# Problems Triton never recovers from on its own: restart at the first such canary, not the second.
+FATAL = ("tritonserver exited", "is not healthy")
 BACKOFF_S = (1.0, 30.0)  # first and longest pause before a restart
 STABLE_S = 60.0  # a server that stayed healthy this long starts again from the shortest backoff
 
@@ -94,7 +96,7 @@ class Supervisor:
                     log.warning("Triton answers the canary: ready")
                 continue
             failures += 1
-            if failures < self.failures_to_restart and not problem.startswith("tritonserver exited"):
+            if failures < self.failures_to_restart and not any(f in problem for f in FATAL):
                 continue
             if self.triton is None:
                 if self.ready:
