@@ -138,7 +138,10 @@ def parse_list(text: str, kind=str) -> list:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="trained model folder (runs/<name>/model)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="trained model folder (runs/<name>/model)")
+    which.add_argument("--arch", choices=["distilbert-base", "bert-base"],
+                       help="a randomly initialised classifier of that size instead (speed only; loadtest.sized_models)")
     p.add_argument("--sentences", type=int, default=512, help="test sentences drawn at random (default: %(default)s)")
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS),
                    help="corpus folder (its test.jsonl and validation.jsonl) or a FiNER-format jsonl (default: %(default)s)")
@@ -163,7 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         a.protocols = parse_list(a.protocols)
         if not a.users or min(a.users) < 1 or set(a.protocols) - {"grpc", "http"} or not a.protocols:
             raise BenchError("--users takes counts such as 1,4,16 and --protocols grpc, http or grpc,http")
-        model = Path(a.model)
+        if a.arch:
+            from loadtest.sized_models import build
+
+            _log(f"building a randomly initialised {a.arch} token classifier ...")
+            model = build(a.arch, out / f"model-{a.arch}")
+        else:
+            model = Path(a.model)
         if not (model / "config.json").is_file():
             raise BenchError(f"{model}: not a trained model folder (no config.json); train one with `make train`")
         corpus = Path(a.corpus)

@@ -131,7 +131,7 @@ def test_bert_exports_without_token_type_ids(tmp_path):
     assert info["parity"]["export"]["sentences"] == 3 and info["parity"]["export"]["windows"] > 3  # the long one is cut
     assert info["optimisation"]["fused"].get("Attention") == 2
     config = TaggerConfig.load(version)
-    assert (config.max_length, config.buckets) == (64, [32, 64])
+    assert (config.max_length, config.buckets) == (64, [32, 48, 64])
 
 
 def one_line_error(capsys, argv: list[str]) -> str:
@@ -223,6 +223,10 @@ def test_int8_reports_both_f1_and_gates_on_the_drop(tiny, validation, tmp_path):
     gate = int8["quantisation"]["gate"]
     assert gate["f1"]["fp32"] == 1.0 and 0.0 < gate["f1"]["int8"] <= 1.0 and gate["passed"]
     assert gate["drop_points"] == pytest.approx(100 * (1.0 - gate["f1"]["int8"]))
+    point, low, high = gate["int8_minus_fp32_points"]  # paired bootstrap over the same sentences
+    assert low <= point <= high and point == pytest.approx(-gate["drop_points"], abs=1e-3)
+    assert gate["speedup"] > 0 and set(gate["seconds"]) == {"fp32", "int8"}
+    assert int8["quantisation"]["fp32_groups"] == ["classifier"]
     assert int8["model_bytes"] < fp32["model_bytes"]
     assert "int8 gate" in export.summary(report)
 
@@ -234,6 +238,26 @@ def test_int8_reports_both_f1_and_gates_on_the_drop(tiny, validation, tmp_path):
     version = export_model(tiny, tmp_path, quantize="int8", validation=validation, max_f1_drop=-1.0, on_f1_drop="fp32")
     info = json.loads((version / "export.json").read_text())
     assert version.name == "3" and info["precision"] == "fp32" and info["quantisation"]["gate"]["passed"] is False
+
+
+def test_int8_keeps_the_named_node_groups_fp32(tiny, validation, tmp_path):
+    import onnx
+
+    from training.onnx_optimise import node_groups
+
+    version = export_model(tiny, tmp_path, quantize="int8", validation=validation, max_f1_drop=100.0,
+                           int8_fp32=("classifier", "ffn.0"))
+    fp32_graph = tmp_path / "fp32-reference"
+    groups = node_groups(exported_fp32_model(tiny, fp32_graph))
+    assert {"classifier", "ffn.0", "ffn.1", "attention.0", "attention.1"} <= set(groups)
+    float_matmuls = {n.name for n in onnx.load(str(version / "model.onnx")).graph.node if n.op_type == "MatMul"}
+    assert float_matmuls == set(groups["classifier"] + groups["ffn.0"])
+    with pytest.raises(ExportError, match="no node group ffn.9"):
+        export_model(tiny, tmp_path, quantize="int8", validation=validation, int8_fp32=("ffn.9",))
+
+
+def exported_fp32_model(tiny, repository: Path) -> Path:
+    return export_model(tiny, repository) / "model.onnx"
 
 
 def test_int8_needs_a_validation_file(tiny, tmp_path):

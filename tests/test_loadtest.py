@@ -123,3 +123,13 @@ def test_run_needs_a_running_server(tmp_path, capsys):
     assert run.main(["--host", f"http://127.0.0.1:{port}", "--protocol", "http", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no server at") and "make serve" in err and "\n" not in err
+
+
+def test_padding_cost_counts_padded_positions_and_quadratic_attention():
+    from loadtest.padding import cost
+
+    # two requests of one window each (10 and 30 sub-tokens) in a 32 bucket; one of 10+40 in 64
+    share, attention = cost([[10], [30]], (32, 64))
+    assert share == pytest.approx(1 - 40 / 64) and attention == pytest.approx(2 * 32**2 / (10**2 + 30**2))
+    share, attention = cost([[10, 40]], (32, 64))
+    assert share == pytest.approx(1 - 50 / 128) and attention == pytest.approx(2 * 64**2 / (10**2 + 40**2))

@@ -46,7 +46,7 @@ from training.export_gates import (MAX_F1_DROP_POINTS, PARITY_TOLERANCE, SAMPLE_
                                    read_tokens, validation_f1)
 from training.export_source import ExportError, load_classifier, locate_model, tagger_settings
 from training.onnx_graph import INPUTS, check_signature, export_onnx, free_label_axis, package_version
-from training.onnx_optimise import optimise, quantise
+from training.onnx_optimise import INT8_FP32_GROUPS, fp32_nodes, optimise, quantise
 from training.repository import RepositoryError, rollback, staging_folder, write_version
 
 
@@ -159,13 +159,18 @@ def build_fp32(source: str, staging: Path, tracking_uri: str, max_length: int | 
 
 
 def build_int8(fp32: Fp32, staging: Path, validation: Path, per_channel: bool, embeddings: bool,
-               max_f1_drop: float, on_f1_drop: str, also_fp32: bool, max_sentences: int | None,
+               fp32_groups: tuple, max_f1_drop: float, on_f1_drop: str, also_fp32: bool, max_sentences: int | None,
                timings: dict) -> list[Built]:
     """Stages 3-4 for int8: quantise, gate on validation entity F1 against fp32; the versions to write."""
     with _timed(timings, "quantise_s"):
         _log("quantising to int8 ...")
         int8 = staging / "int8.onnx"
-        quant = quantise(fp32.path, int8, per_channel, embeddings)
+        try:
+            keep = fp32_nodes(fp32.path, fp32_groups)
+        except ValueError as e:
+            raise ExportError(f"--int8-fp32: {e}") from None
+        quant = quantise(fp32.path, int8, per_channel, embeddings, exclude=keep)
+        quant["fp32_groups"] = list(fp32_groups)
         check_signature(int8)
         int8_sess = session(int8)
     with _timed(timings, "f1_gate_s"):
@@ -173,11 +178,15 @@ def build_int8(fp32: Fp32, staging: Path, validation: Path, per_channel: bool, e
         int8_parity = fp32.reference.check(ort_logits(int8_sess))
         gate = validation_f1(validation, fp32.tokenizer, fp32.config,
                              {"fp32": ort_logits(session(fp32.path)), "int8": ort_logits(int8_sess)}, max_sentences)
-    drop = 100 * (gate["f1"]["fp32"] - gate["f1"]["int8"])
+    # The drop's 95% interval from a paired bootstrap: the gate holds the point estimate to the
+    # limit and reports the interval, so a user sees how sure the verdict is.
+    delta, low, high = gate["int8_minus_fp32_points"]
+    drop = -delta
     gate.update(drop_points=drop, max_drop_points=max_f1_drop, passed=drop <= max_f1_drop)
     quant["gate"] = gate
     verdict = (f"int8 entity micro-F1 {gate['f1']['int8']:.4f} vs fp32 {gate['f1']['fp32']:.4f} on {validation}: "
-               f"a drop of {drop:.2f} points (allowed {max_f1_drop:g})")
+               f"a drop of {drop:.2f} points (95% paired interval {-high:.2f} to {-low:.2f}; allowed {max_f1_drop:g}), "
+               f"{gate['speedup']:.2f}x fp32's speed")
     if not gate["passed"] and on_f1_drop == "fail":
         raise ExportError(f"{verdict}; nothing written. Allow more with --max-f1-drop, write fp32 instead "
                           "with --on-f1-drop fp32, or export without --quantize")
@@ -227,6 +236,7 @@ def export_model(
     tracking_uri: str = "sqlite:///mlruns.db",
     per_channel: bool = True,
     quantize_embeddings: bool = False,
+    int8_fp32: tuple = INT8_FP32_GROUPS,
     max_f1_drop: float = MAX_F1_DROP_POINTS,
     on_f1_drop: str = "fail",
     also_fp32: bool = False,
@@ -253,8 +263,8 @@ def export_model(
         fp32 = build_fp32(str(model_or_uri), staging, tracking_uri, max_length, stride, parity_data,
                           parity_sentences, timings)
         if quantize:
-            built = build_int8(fp32, staging, Path(validation), per_channel, quantize_embeddings, max_f1_drop,
-                               on_f1_drop, also_fp32, max_validation_sentences, timings)
+            built = build_int8(fp32, staging, Path(validation), per_channel, quantize_embeddings, tuple(int8_fp32),
+                               max_f1_drop, on_f1_drop, also_fp32, max_validation_sentences, timings)
         else:
             built = [Built(fp32.path, ExportRecord(**fp32.common, precision="fp32", parity=fp32.parity))]
         return write_built(built, fp32, staging, repository, started, timings, report)
@@ -285,9 +295,12 @@ def summary(report: dict) -> str:
         if q and "gate" in q:
             g = q["gate"]
             lines.append(f"  int8 gate     entity micro-F1 fp32 {g['f1']['fp32']:.4f} / int8 {g['f1']['int8']:.4f}, "
-                         f"drop {g['drop_points']:.2f} points (max {g['max_drop_points']:g}): "
+                         f"drop {g['drop_points']:.2f} points (paired 95% interval "
+                         f"{-g['int8_minus_fp32_points'][2]:.2f} to {-g['int8_minus_fp32_points'][1]:.2f}; "
+                         f"max {g['max_drop_points']:g}), {g['speedup']:.2f}x fp32's speed: "
                          f"{'passed' if g['passed'] else 'FAILED, fp32 written'}; "
-                         f"per-channel {q['per_channel']}, embeddings {q['embeddings']}"
+                         f"per-channel {q['per_channel']}, embeddings {q['embeddings']}, "
+                         f"{len(q.get('fp32_nodes', []))} nodes kept fp32"
                          + (f"; int8 max |logit diff| {par['int8']['max_abs_diff']:.1e}, "
                             f"argmax agreement {par['int8']['argmax_agreement']:.3f}" if "int8" in par else ""))
         t = info["timings_s"]
@@ -310,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--also-fp32", action="store_true", help="with --quantize: also write the fp32 model, as the version before the int8 one")
     p.add_argument("--no-per-channel", dest="per_channel", action="store_false", help="per-tensor int8 weights (default: per channel, more accurate)")
     p.add_argument("--quantize-embeddings", action="store_true", help="int8 embedding tables too (smaller file; default keeps them fp32)")
+    p.add_argument("--int8-fp32", type=lambda v: tuple(g for g in v.split(",") if g and g != "none"),
+                   default=INT8_FP32_GROUPS, metavar="GROUPS",
+                   help="node groups kept fp32 in the int8 model, e.g. classifier,ffn.5 ('none': quantise all; "
+                        f"default: {','.join(INT8_FP32_GROUPS)}, from `python -m training.int8_sensitivity`)")
     p.add_argument("--parity-data", help="FiNER-format jsonl whose 'tokens' feed the parity check (default: built-in filing sentences)")
     p.add_argument("--parity-sentences", type=int, default=32, help="sentences of --parity-data to use (default: %(default)s)")
     p.add_argument("--max-length", type=int, default=None, help="window length in sub-tokens (default: the training run's finer.json, else 128)")
@@ -331,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         export_model(a.model, a.repository, quantize=a.quantize, validation=a.validation, parity_data=a.parity_data,
                      parity_sentences=a.parity_sentences, max_length=a.max_length, stride=a.stride,
                      tracking_uri=a.tracking_uri, per_channel=a.per_channel, quantize_embeddings=a.quantize_embeddings,
+                     int8_fp32=a.int8_fp32,
                      max_f1_drop=a.max_f1_drop, on_f1_drop=a.on_f1_drop, also_fp32=a.also_fp32,
                      max_validation_sentences=a.max_validation_sentences, report=report)
     except (ExportError, RepositoryError) as e:

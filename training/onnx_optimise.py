@@ -1,6 +1,7 @@
 """Export stage 3, optimisation and quantisation: onnxruntime's fusions and dynamic int8."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from finer.runtime import session
@@ -41,16 +42,60 @@ def optimise(src: Path, dst: Path, model_config) -> dict:
     return {"method": "onnxruntime offline session optimisation (extended)", "note": fallback, "fused": {}}
 
 
-def quantise(src: Path, dst: Path, per_channel: bool, embeddings: bool) -> dict:
-    """Dynamic int8: weights QInt8 offline, activations quantised per call (no calibration data needed)."""
+# Node groups (`node_groups`) that --quantize int8 keeps in fp32 by default; chosen by
+# `python -m training.int8_sensitivity` (see BENCHMARKS.md).
+INT8_FP32_GROUPS = ("classifier",)
+
+
+def quantise(src: Path, dst: Path, per_channel: bool, embeddings: bool, exclude: list[str] | tuple = ()) -> dict:
+    """Dynamic int8: weights QInt8 offline, activations quantised per call (no calibration data needed);
+    the nodes named in `exclude` stay fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     ops = ["MatMul", "Attention"] + (["Gather", "EmbedLayerNormalization"] if embeddings else [])
     with quiet():
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=ops,
+                         op_types_to_quantize=ops, nodes_to_exclude=list(exclude),
                          # ONNX shape inference cannot type the outputs of fused contrib ops: they are float.
                          extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
     return {"type": "dynamic int8 (onnxruntime quantize_dynamic, QInt8 weights)", "per_channel": per_channel,
-            "embeddings": "int8" if embeddings else "fp32", "op_types": ops}
+            "embeddings": "int8" if embeddings else "fp32", "op_types": ops, "fp32_nodes": list(exclude)}
+
+
+LAYER = re.compile(r"layer\.(\d+)/")
+
+
+def node_groups(model_path: Path) -> dict[str, list[str]]:
+    """Quantisable nodes of an optimised fp32 graph by group: attention.<k>, ffn.<k>, classifier, other."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    groups: dict[str, list[str]] = {}
+    attention = 0
+    for node in graph.node:
+        if node.op_type == "Attention":
+            name, attention = f"attention.{attention}", attention + 1
+        elif node.op_type == "MatMul":
+            layer = LAYER.search(node.name)
+            if "classifier" in node.name:
+                name = "classifier"
+            elif layer and "/attention/" in node.name:
+                name = f"attention.{layer.group(1)}"
+            elif layer:
+                name = f"ffn.{layer.group(1)}"
+            else:
+                name = "other"
+        else:
+            continue
+        groups.setdefault(name, []).append(node.name)
+    return groups
+
+
+def fp32_nodes(model_path: Path, groups: list[str] | tuple) -> list[str]:
+    """The nodes of the named groups (see `node_groups`); ValueError for a group the graph lacks."""
+    found = node_groups(model_path)
+    unknown = [g for g in groups if g not in found]
+    if unknown:
+        raise ValueError(f"no node group {', '.join(unknown)} in this graph (it has {', '.join(sorted(found))})")
+    return [n for g in groups for n in found[g]]
