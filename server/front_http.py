@@ -150,6 +150,8 @@ class HttpFront:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED and k.lower() != ADMIN_HEADER}
         if restricted:
             headers[ADMIN_HEADER] = self.internal_key
+        # aiohttp would ask for gzip itself, and Triton would compress for a client that never asked.
+        headers.setdefault("Accept-Encoding", "identity")
         try:
             async with self._session.request(request.method, self.backend + request.rel_url.path_qs,
                                              headers=headers, data=body or None) as answer:

@@ -202,6 +202,20 @@ def test_front_door_refuses_bodies_triton_should_not_parse(served, first_pid, bo
     assert served.server.process.pid == first_pid
 
 
+def test_a_client_that_asks_for_no_encoding_gets_plain_json(served):
+    """What `curl -d ...` does (no Accept-Encoding): the answer must not come back gzipped."""
+    host, port = served.server.http_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.putrequest("POST", "/v2/models/finer/infer", skip_accept_encoding=True)
+    body = text_body([SENTENCE])
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders(body)
+    answer = connection.getresponse()
+    assert answer.status == 200 and answer.getheader("Content-Encoding") in (None, "identity")
+    assert json.loads(answer.read())["outputs"][0]["name"] == "ENTITIES"
+    connection.close()
+
+
 def test_oversized_body_is_refused_from_its_header_alone(served):
     """A client announcing 200 MB gets 413 at once, without sending (or the server reading) it."""
     host, port = served.server.http_url.removeprefix("http://").split(":")
