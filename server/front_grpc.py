@@ -24,6 +24,8 @@ SERVICE = "/inference.GRPCInferenceService/"
 READY_METHODS = {SERVICE + "ServerReady", SERVICE + "ModelReady"}
 STREAMING = {SERVICE + "ModelStreamInfer"}
 WORKERS = 32
+# Triton's error messages quote what they refuse (a 20,000-character tensor name, whole): cut there.
+MAX_DETAIL_CHARS = 1000
 # What gRPC sets itself on the outgoing call.
 OWN_METADATA = {"user-agent", "content-type", "te"}
 UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
@@ -38,6 +40,11 @@ def deadline(context) -> float | None:
     """Seconds the caller still waits; None without a deadline (gRPC then reports ~2**63 ns)."""
     remaining = context.time_remaining()
     return None if remaining is None or remaining > 1e6 else remaining
+
+
+def short(error: grpc.RpcError) -> str:
+    detail = error.details() or str(error.code())
+    return detail if len(detail) <= MAX_DETAIL_CHARS else detail[:MAX_DETAIL_CHARS] + f" ... ({len(detail)} characters)"
 
 
 def not_ready_answer(method: str) -> bytes:
@@ -107,7 +114,7 @@ class GrpcFront(grpc.GenericRpcHandler):
         try:
             return call(request, timeout=deadline(context), metadata=metadata)
         except grpc.RpcError as e:
-            context.abort(e.code(), e.details() or str(e.code()))
+            context.abort(e.code(), short(e))
 
     def stream(self, method: str, requests, context):
         metadata = self.metadata(method, context)
@@ -116,4 +123,4 @@ class GrpcFront(grpc.GenericRpcHandler):
         try:
             yield from call(requests, timeout=deadline(context), metadata=metadata)
         except grpc.RpcError as e:
-            context.abort(e.code(), e.details() or str(e.code()))
+            context.abort(e.code(), short(e))

@@ -241,6 +241,15 @@ def test_chunked_body_over_the_limit_is_cut_off(served):
     assert caught.value.code == 413
 
 
+def test_grpc_does_not_echo_a_huge_tensor_name(served):
+    client = grpcclient.InferenceServerClient(served.server.grpc_url)
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("finer", [tensor(grpcclient, "T" * 20_000, strings([SENTENCE]), "BYTES")])
+    # Triton refuses the name; its answer quoting it is either cut here or too big for gRPC metadata
+    assert caught.value.status() in ("StatusCode.INVALID_ARGUMENT", "StatusCode.RESOURCE_EXHAUSTED")
+    assert len(caught.value.message()) < 1200 and client.is_server_ready()
+
+
 def test_grpc_message_over_the_limit_is_refused(served):
     client = grpcclient.InferenceServerClient(served.server.grpc_url)
     with pytest.raises(InferenceServerException) as caught:
