@@ -226,7 +226,7 @@ def test_int8_reports_both_f1_and_gates_on_the_drop(tiny, validation, tmp_path):
     point, low, high = gate["int8_minus_fp32_points"]  # paired bootstrap over the same sentences
     assert low <= point <= high and point == pytest.approx(-gate["drop_points"], abs=1e-3)
     assert gate["speedup"] > 0 and set(gate["seconds"]) == {"fp32", "int8"}
-    assert int8["quantisation"]["fp32_groups"] == ["classifier"]
+    assert int8["quantisation"]["fp32_groups"] == [] and int8["quantisation"]["fp32_nodes"] == []
     assert int8["model_bytes"] < fp32["model_bytes"]
     assert "int8 gate" in export.summary(report)
 

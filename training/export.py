@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--int8-fp32", type=lambda v: tuple(g for g in v.split(",") if g and g != "none"),
                    default=INT8_FP32_GROUPS, metavar="GROUPS",
                    help="node groups kept fp32 in the int8 model, e.g. classifier,ffn.5 ('none': quantise all; "
-                        f"default: {','.join(INT8_FP32_GROUPS)}, from `python -m training.int8_sensitivity`)")
+                        f"default: {','.join(INT8_FP32_GROUPS) or 'none'}, from `python -m training.int8_sensitivity`)")
     p.add_argument("--parity-data", help="FiNER-format jsonl whose 'tokens' feed the parity check (default: built-in filing sentences)")
     p.add_argument("--parity-sentences", type=int, default=32, help="sentences of --parity-data to use (default: %(default)s)")
     p.add_argument("--max-length", type=int, default=None, help="window length in sub-tokens (default: the training run's finer.json, else 128)")
