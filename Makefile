@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(abspath $(VENV))/bin/python
-EXTRAS ?= train,export,serve,client,loadtest,demo,dev
+EXTRAS ?= train,export,serve,client,batch,loadtest,demo,dev
 CACHE ?= .cache
 
 # Empty SCOPE: the recipe's (all types for `make train`); SCOPE=debt|all|Type1,Type2 overrides it.
@@ -57,10 +57,15 @@ pretrain: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## adapt 
 	@test -n "$(strip $(PRETRAIN_FLAGS))" || { echo "recipe $(RECIPE) has no pretraining stage"; exit 2; }
 	$(PY) -m training.pretrain --data "$(DATA)" $(PRETRAIN_FLAGS) $(ARGS)
 
-train: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## fine-tune with the recipe (its pretraining stage first, if not done), tracked in MLflow
+# Data-parallel fine-tuning: NPROC processes through torchrun (GPUs with NCCL, else CPU processes with gloo);
+# the recipe's batch is the global one. Several nodes: TORCHRUN_ARGS="--nnodes=2 --node_rank=R --rdzv-endpoint=HOST:29500".
+NPROC ?= 1
+TORCHRUN_ARGS ?= --standalone
+TRAIN_PY = $(if $(filter-out 1,$(NPROC)),$(abspath $(VENV))/bin/torchrun $(TORCHRUN_ARGS) --nproc_per_node=$(NPROC),$(PY))
+train: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## fine-tune with the recipe (its pretraining stage first, if not done), tracked in MLflow (NPROC=2: data-parallel)
 	@flags="$$($(PY) -m training.recipes $(RECIPE) --pending-pretrain)"; \
 	  if [ -n "$$flags" ]; then echo "pretraining first: $$flags"; $(PY) -m training.pretrain --data "$(DATA)" $$flags || exit 1; fi
-	$(PY) -m training.train --data "$(DATA)" --output_dir $(RUN) $(TRAIN_FLAGS) $(if $(SCOPE),--scope "$(SCOPE)") $(ARGS)
+	$(TRAIN_PY) -m training.train --data "$(DATA)" --output_dir $(RUN) $(TRAIN_FLAGS) $(if $(SCOPE),--scope "$(SCOPE)") $(ARGS)
 
 evaluate: setup  ## score $(RUN)/model on the test split, filtered and unfiltered
 	$(PY) -m training.evaluate $(RUN)/model --data "$(DATA)" $(ARGS)

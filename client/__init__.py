@@ -1,7 +1,8 @@
 """Thin client of the served `finer` ensemble: `FinerClient` (blocking) and `client.aio.AsyncFinerClient`.
 
 Needs numpy and tritonclient only (`pip install ".[client]"`; `finer.windows` for the window count):
-nothing here imports torch, transformers or `training`.
+nothing here imports torch or transformers. `client.batch` (a folder of filings over several servers)
+also reads filings with the corpus builder's `training.ixbrl` (lxml: `pip install ".[batch]"`).
 """
 from client.errors import FinerError, InvalidInput, ModelNotReady, RequestTimeout, ServerError, ServerUnreachable
 from client.plan import Entity, Limits

@@ -3,6 +3,7 @@
     finer-tag "The notes bear interest at 7.00% per annum."
     finer-tag --file filing.txt --format pretty
     cat sentences.txt | finer-tag --lines --protocol http --url 127.0.0.1:8000
+    finer-tag --files filings/ --out entities/ --url host1:8001 --url host2:8001   # an archive (client.batch)
 
 Exit codes: 0 done, 1 server problem (unreachable, model not ready, timeout, server error),
 2 bad usage or input. Errors are one line on stderr.
@@ -33,7 +34,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog=PROG, description="Tag financial text with FiNER-139 entities from a Triton server.")
+    p = Parser(prog=PROG, description="Tag financial text with FiNER-139 entities from a Triton server.",
+               epilog="finer-tag --files DIR --out OUT tags a folder of filings over one or more --url "
+                      "(python -m client.batch --help)")
     p.add_argument("text", nargs="*", help="documents to tag, one per argument (else --file, else stdin)")
     p.add_argument("--file", "-f", help="read the text from this file ('-' = stdin)")
     p.add_argument("--lines", action="store_true", help="file/stdin holds one document per line (default: one document)")
@@ -104,6 +107,11 @@ def fail(error: Exception, code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--files" or a.startswith("--files=") for a in argv):  # a folder of filings: the batch tagger
+        from client.batch import main as tag_files
+
+        return tag_files(argv)
     try:
         args = parser().parse_args(argv)
         documents = read_documents(args)

@@ -18,6 +18,7 @@ from pathlib import Path
 from finer.labels import LabelScope, ScopeError
 from finer.serving import ServingSpec
 from finer.words import is_number
+from training import distributed
 from training.data import DataError, LoadReport, entity_counts, load_splits, require, resolve_source, select
 from training.models import DEFAULT_MODEL, resolve_model
 
@@ -41,7 +42,7 @@ class TrainArgs:
     epochs: float = 3.0
     max_steps: int = field(default=0, metadata={"help": "optimiser steps to train (0: --epochs decides)"})
     learning_rate: float = 5e-5
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata={"help": "rows per optimiser step over all processes: under torchrun each of N processes takes batch_size / N, so a recipe keeps its steps and schedule on any number of devices"})
     eval_batch_size: int = 64
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
@@ -84,7 +85,7 @@ def time_budget_callback(minutes: float):
             self.deadline = time.monotonic() + minutes * 60
 
         def on_step_end(self, args, state, control, **kw):
-            if time.monotonic() > self.deadline:
+            if distributed.any_process(time.monotonic() > self.deadline):  # every process stops at the same step
                 control.should_training_stop = True
                 control.should_evaluate = True
                 control.should_save = True
@@ -140,6 +141,31 @@ def prepare(a: TrainArgs):
     return scope, train, validation, test
 
 
+def per_device_batch(batch_size: int) -> int:
+    """Each data-parallel process's share of the global batch; DataError when it does not divide."""
+    processes = distributed.world_size()
+    if batch_size % processes:
+        raise DataError(f"--batch_size {batch_size} does not divide among {processes} processes: "
+                        f"pick a multiple of {processes}")
+    return batch_size // processes
+
+
+def train_only(model, targs, train_ds, val_ds, tokenizer, compute_metrics, callbacks, checkpoint):
+    """The Trainer's loop, on every process; returns the trainer with the best model loaded. The
+    process group ends here: saving, evaluating and tracking are rank 0's alone."""
+    from transformers import DataCollatorForTokenClassification
+
+    from training.features import IGNORE
+    from training.weighting import WeightedLossTrainer, collator
+
+    trainer = WeightedLossTrainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
+                                  data_collator=collator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)),
+                                  compute_metrics=compute_metrics, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    distributed.finish()
+    return trainer
+
+
 def main(argv: list[str] | None = None) -> int:
     from transformers import HfArgumentParser
 
@@ -154,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(a: TrainArgs) -> int:
     import mlflow
     import torch
-    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
-                              TrainingArguments, set_seed)
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, TrainingArguments, set_seed
 
     from finer.pipeline import plain_tokenizer
     from finer.words import common_shapes
@@ -164,10 +189,10 @@ def run(a: TrainArgs) -> int:
     from training.features import IGNORE, tagger_config, windows_with_labels
     from training.noise import untagged_numbers
     from training.tracking import log_results, resume_point, start_run
-    from training.weighting import WeightedLossTrainer, collator
 
     out = Path(a.output_dir)
     checkpoint, resumed_id = resume_point(out, a.resume)
+    per_device = per_device_batch(a.batch_size)
     set_seed(a.seed)
     scope, train_rows, val_rows, test_rows = prepare(a)
     report_scope = LabelScope.parse(a.report_scope) if a.report_scope else None
@@ -231,7 +256,7 @@ def run(a: TrainArgs) -> int:
         num_train_epochs=a.epochs,
         max_steps=a.max_steps or -1,
         learning_rate=a.learning_rate,
-        per_device_train_batch_size=a.batch_size,
+        per_device_train_batch_size=per_device,
         per_device_eval_batch_size=a.eval_batch_size,
         weight_decay=a.weight_decay,
         warmup_ratio=a.warmup_ratio,
@@ -246,8 +271,10 @@ def run(a: TrainArgs) -> int:
         group_by_length=True,  # length-sorted batches: far less padding on CPU
         logging_steps=max(1, eval_steps // 4),
         fp16=gpu,
+        # Without it, accelerate sees no device to run DDP on and lets every CPU process train alone (gloo).
+        use_cpu=not gpu and distributed.world_size() > 1,
         seed=a.seed,
-        report_to=["mlflow"],
+        report_to=["mlflow"] if distributed.is_main() else [],  # one run: rank 0's
         run_name=a.run_name or None,
         dataloader_num_workers=0,
         remove_unused_columns=False,  # keeps loss_weights (--numeric_o_weight) in the batches
@@ -257,21 +284,21 @@ def run(a: TrainArgs) -> int:
     if a.time_budget_minutes > 0:
         callbacks.append(time_budget_callback(a.time_budget_minutes))
 
+    if not distributed.is_main():  # the other data-parallel processes train, and leave the rest to rank 0
+        train_only(model, targs, train_ds, val_ds, tokenizer, compute_metrics, callbacks, checkpoint)
+        return 0
     with start_run(a.tracking_uri, a.artifact_root, a.experiment, a.run_name, run_id=resumed_id, out=out) as run:
         if not resumed_id:
             mlflow.log_params({f"finer.{k}": v for k, v in asdict(a).items() if k != "resume"})
             mlflow.log_params({"finer.train_sentences": len(train_rows), "finer.train_windows": len(train_ds),
                                "finer.validation_sentences": len(val_rows), "finer.test_sentences": len(test_rows),
                                "finer.augmented_sentences": len(extra), "finer.number_shape_tokens": len(shapes),
-                               "finer.device": "cuda" if gpu else "cpu"})
+                               "finer.device": "cuda" if gpu else "cpu", "finer.processes": distributed.world_size()})
             mlflow.log_metrics({f"noise_{k}": v for k, v in noise.items()})
-        trainer = WeightedLossTrainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
-                                      data_collator=collator(DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE)),
-                                      compute_metrics=compute_metrics, callbacks=callbacks)
         started = time.monotonic()
         if checkpoint:
             print(f"resuming from {checkpoint}", file=sys.stderr)
-        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer = train_only(model, targs, train_ds, val_ds, tokenizer, compute_metrics, callbacks, checkpoint)
         train_minutes = (time.monotonic() - started) / 60
         model_dir = out / "model"
         trainer.save_model(str(model_dir))

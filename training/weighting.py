@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from training import distributed
 from training.features import IGNORE
 
 
@@ -28,7 +29,8 @@ def collator(base):
 
 class WeightedLossTrainer(Trainer):
     """Cross-entropy with per-position weights, normalised by the weight of the labelled positions;
-    batches without `loss_weights` (validation, or no --numeric_o_weight) get the Trainer's own loss."""
+    batches without `loss_weights` (validation, or no --numeric_o_weight) get the Trainer's own loss,
+    except in data-parallel training, where every training batch is normalised over the global batch."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -38,12 +40,19 @@ class WeightedLossTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weights = inputs.pop("loss_weights", None)
-        if weights is None:
+        parallel = model.training and distributed.world_size() > 1
+        if weights is None and not parallel:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         losses = F.cross_entropy(outputs.logits.flatten(0, 1).float(), labels.flatten(),
                                  ignore_index=IGNORE, reduction="none")
-        w = weights.flatten() * (labels.flatten() != IGNORE)
-        loss = (losses * w).sum() / w.sum().clamp_min(1e-6)
+        w = (labels.flatten() != IGNORE).to(losses.dtype)
+        if weights is not None:
+            w = w * weights.flatten()
+        # DDP averages the processes' gradients. Dividing each share by the global batch's weight
+        # (times the world size) makes that average the gradient of one loss over the whole global
+        # batch, as one process would compute it; a per-process mean would weigh short shares more.
+        norm = distributed.global_sum(w.sum()) / distributed.world_size() if parallel else w.sum()
+        loss = (losses * w).sum() / norm.clamp_min(1e-6)
         return (loss, outputs) if return_outputs else loss
