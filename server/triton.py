@@ -242,8 +242,11 @@ class TritonServer:
             raise LaunchError("start() the server first")
         started = time.monotonic()
         while time.monotonic() - started < timeout:
-            if self.process.poll() is not None:
-                self.fail(f"Triton exited with code {self.process.returncode}")
+            process = self.process  # stop() from another thread (the supervisor's owner) clears it
+            if process is None:
+                raise LaunchError("the server was stopped while it was starting")
+            if process.poll() is not None:
+                self.fail(f"Triton exited with code {process.returncode}")
             if self.is_ready():
                 return time.monotonic() - started
             time.sleep(0.25)
