@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -101,8 +102,6 @@ def validation_f1(path: Path, tokenizer, config: TaggerConfig, candidates: dict,
     """Entity micro-F1 (seqeval, strict IOB2) of each ONNX model on a FiNER-format file, and the seconds
     each took; tags outside the model's labels count as O. With candidates "fp32" and "int8", also
     int8's paired difference (int8 - fp32, bootstrap over the same sentences, 95% interval)."""
-    import time
-
     from finer.labels import entity_type
     from training.confidence import entity_counts, paired_difference
     from training.data import DataError, load_splits
