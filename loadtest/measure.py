@@ -38,6 +38,7 @@ class Result:
     errors: int = 0
     error: str = ""
     server: dict = field(default_factory=dict)  # per-model time from Triton's statistics
+    layout: str = ""  # served: finer_model instances x ONNX Runtime threads, e.g. "1x2"
 
     @property
     def rate(self) -> float:
@@ -242,17 +243,40 @@ def stats_delta(before: dict, after: dict) -> dict:
     return out
 
 
-def served(server, precision: str, protocol: str, users: int, texts: list[str], warmup: int, model: str = "finer") -> Result:
-    """The ensemble over `protocol` at `users` concurrent users, one sentence per request."""
+def served(server, precision: str, protocol: str, users: int, texts: list[str], warmup: int, model: str = "finer",
+           layout: str = "", layout_in_key: bool = False) -> Result:
+    """The ensemble over `protocol` at `users` concurrent users, one sentence per request; `layout` (instances x
+    threads of finer_model) is shown in the label, and in the key too when a bench compares layouts."""
     if warmup:
         asyncio.run(_drive(server, protocol, texts[:warmup], min(users, warmup), model, tqdm(disable=True)))
     before = model_stats(server)
-    label = f"Triton {precision}, {protocol}, {users} user{'s' if users > 1 else ''}"
+    label = f"Triton {precision}, {protocol}, {users} user{'s' if users > 1 else ''}" + (f", {layout}" if layout else "")
     with tqdm(total=len(texts), desc=label, unit="sent", leave=False) as bar:
         seconds, entities, latencies, errors = asyncio.run(_drive(server, protocol, texts, users, model, bar))
-    result = Result(f"served-{precision}-{protocol}-{users}", "served", label, precision,
+    result = Result(f"served-{precision}-{protocol}-{users}" + (f"-{layout}" if layout_in_key else ""), "served", label, precision,
                     f"{users} user{'s' if users > 1 else ''}, 1 sentence per request", protocol, users=users,
                     seconds=seconds, latencies_ms=latencies, entities=entities, errors=len(errors),
-                    error=errors[0] if errors else "")
+                    error=errors[0] if errors else "", layout=layout)
     result.server = stats_delta(before, model_stats(server))
     return result
+
+
+def stub_round_trip(server, calls: int = 200) -> dict:
+    """The fixed cost of one Python-backend step: `finer_labels` (it only returns the label list) called over
+    gRPC through the front door, one at a time; client and Triton-side milliseconds per call."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        for _ in range(10):
+            client.infer("finer_labels", [])
+        before = model_stats(server)
+        started = time.perf_counter()
+        for _ in range(calls):
+            client.infer("finer_labels", [])
+        client_ms = (time.perf_counter() - started) * 1000 / calls
+        server_side = stats_delta(before, model_stats(server))["finer_labels"]
+    finally:
+        client.close()
+    return {"calls": calls, "client_ms": client_ms, "server_ms": server_side["total_ms"],
+            "compute_ms": server_side["compute_ms"]}

@@ -19,8 +19,9 @@ PACKAGES = ("torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "
 PATH_NAMES = {"hf-pipeline": "HF pipeline (PyTorch)", "optimum-ort": "optimum ORT pipeline",
               "onnx": "ONNX Runtime (floor)", "served": "Triton ensemble"}
 
-# (what, threshold) of the targets set for a 2-core machine
-TARGETS = {"served_vs_floor": 0.85, "served_vs_hf": 5.0, "int8_vs_fp32": 1.8, "int8_f1_drop": 0.5, "p95_vs_floor": 1.3}
+# (what, threshold) of the targets set for a 2-core machine (issue 14)
+TARGETS = {"served_vs_floor": 0.90, "served_vs_hf": 5.0, "int8_floor_vs_fp32_floor": 1.8, "int8_f1_drop": 0.5,
+           "p95_vs_floor": 1.2, "rss_growth_pct": 5.0}
 
 
 def machine() -> dict:
@@ -111,14 +112,22 @@ def profile_table(results: dict[str, Result]) -> str:
         s = r.server
         ens, pre, mod, post = (s.get(n, {}) for n in ("finer", "finer_preprocess", "finer_model", "finer_postprocess"))
         mean = sum(r.latencies_ms) / len(r.latencies_ms) if r.latencies_ms else float("nan")
-        lines.append(f"| {r.precision}, {r.protocol}, {r.users} user{'s' if r.users > 1 else ''} | {_fmt(mean, 2)} "
+        lines.append(f"| {r.precision}, {r.protocol}, {r.users} user{'s' if r.users > 1 else ''}"
+                     f"{', ' + r.layout if r.layout else ''} | {_fmt(mean, 2)} "
                      f"| {_fmt(ens.get('total_ms'), 2)} | {_fmt(pre.get('total_ms'), 2)} | {_fmt(mod.get('queue_ms'), 2)} "
                      f"| {_fmt(mod.get('compute_ms'), 2)} | {_fmt(mod.get('windows_per_execution'), 2)} "
                      f"| {_fmt(post.get('total_ms'), 2)} | {_fmt(mean - ens.get('total_ms', float('nan')), 2)} |")
     return "\n".join(lines)
 
 
-def targets(results: dict[str, Result], f1_gate: dict | None) -> list[dict]:
+def rss_growth(samples: list) -> float | None:
+    """Percent growth of a server's resident memory from its first load phase's end to its last's."""
+    if len(samples) < 2 or not samples[0][1]:
+        return None
+    return 100 * (samples[-1][1] - samples[0][1]) / samples[0][1]
+
+
+def targets(results: dict[str, Result], f1_gate: dict | None, rss: dict | None = None) -> list[dict]:
     """Each target with the measured figure, what it compares, and whether it is met."""
     out = []
 
@@ -130,33 +139,72 @@ def targets(results: dict[str, Result], f1_gate: dict | None) -> list[dict]:
         met = None if value is None else (value <= threshold if lower_is_better else value >= threshold)
         out.append({"target": what, "value": value, "threshold": threshold, "met": met, "detail": detail})
 
+    if f1_gate:
+        drop = 100 * (f1_gate["f1"]["fp32"] - f1_gate["f1"]["int8"])
+        delta, low, high = f1_gate.get("int8_minus_fp32_points", (-drop, float("nan"), float("nan")))
+        add(f"int8 entity micro-F1 drop <= {TARGETS['int8_f1_drop']} point", drop, TARGETS["int8_f1_drop"],
+            f"export's gate, {f1_gate['sentences']} validation sentences: fp32 {f1_gate['f1']['fp32']:.4f}, "
+            f"int8 {f1_gate['f1']['int8']:.4f}; paired 95% interval of the drop {-high:.2f} to {-low:.2f} points",
+            lower_is_better=True)
+    f8, f32 = best("onnx", "int8"), best("onnx", "fp32")
+    if f8 and f32:
+        add(f"int8 floor >= {TARGETS['int8_floor_vs_fp32_floor']}x fp32 floor", f8.rate / f32.rate,
+            TARGETS["int8_floor_vs_fp32_floor"], f"{f8.label} {f8.rate:.1f}/s vs {f32.label} {f32.rate:.1f}/s")
     for precision in ("fp32", "int8"):
         s, f = best("served", precision), best("onnx", precision)
         if s and f:
             add(f"served {precision} >= {TARGETS['served_vs_floor']}x floor {precision}", s.rate / f.rate,
                 TARGETS["served_vs_floor"], f"best served ({s.label}) {s.rate:.1f}/s vs best floor ({f.label}) {f.rate:.1f}/s")
-    hf = results.get("hf-pipeline")
-    for precision in ("fp32", "int8"):
-        s = best("served", precision)
-        if s and hf:
-            add(f"served {precision} >= {TARGETS['served_vs_hf']}x HF pipeline", s.rate / hf.rate, TARGETS["served_vs_hf"],
-                f"{s.label} {s.rate:.1f}/s vs HF pipeline {hf.rate:.1f}/s")
-    s8, s32 = best("served", "int8"), best("served", "fp32")
-    if s8 and s32:
-        add(f"served int8 >= {TARGETS['int8_vs_fp32']}x served fp32", s8.rate / s32.rate, TARGETS["int8_vs_fp32"],
-            f"{s8.label} {s8.rate:.1f}/s vs {s32.label} {s32.rate:.1f}/s")
-    if f1_gate:
-        drop = 100 * (f1_gate["f1"]["fp32"] - f1_gate["f1"]["int8"])
-        add(f"int8 entity micro-F1 within {TARGETS['int8_f1_drop']} point of fp32", drop, TARGETS["int8_f1_drop"],
-            f"export's F1 gate on {f1_gate['sentences']} validation sentences: fp32 {f1_gate['f1']['fp32']:.4f}, "
-            f"int8 {f1_gate['f1']['int8']:.4f} (drop in points)", lower_is_better=True)
+    hf, s8 = results.get("hf-pipeline"), best("served", "int8")
+    if s8 and hf:
+        add(f"served int8 >= {TARGETS['served_vs_hf']}x HF pipeline", s8.rate / hf.rate, TARGETS["served_vs_hf"],
+            f"{s8.label} {s8.rate:.1f}/s vs HF pipeline {hf.rate:.1f}/s")
     for r in results.values():
         floor = _floor(results, r.precision, 1)
         if r.path == "served" and r.users == 1 and floor and not r.errors:
-            add(f"p95 {r.precision} {r.protocol}, 1 user <= {TARGETS['p95_vs_floor']}x floor batch-1 p95",
-                r.percentile(95) / floor.percentile(95), TARGETS["p95_vs_floor"],
-                f"{r.percentile(95):.1f} ms vs {floor.percentile(95):.1f} ms", lower_is_better=True)
+            add(f"p95 {r.precision} {r.protocol}{' ' + r.layout if r.layout else ''}, 1 user <= "
+                f"{TARGETS['p95_vs_floor']}x floor batch-1 p95", r.percentile(95) / floor.percentile(95),
+                TARGETS["p95_vs_floor"], f"{r.percentile(95):.1f} ms vs {floor.percentile(95):.1f} ms", lower_is_better=True)
+    for server, samples in (rss or {}).items():
+        growth = rss_growth(samples)
+        if growth is not None:
+            add(f"server memory ({server}) grows < {TARGETS['rss_growth_pct']:g}% over the load phases", growth,
+                TARGETS["rss_growth_pct"], f"resident memory of all its processes {samples[0][1]:.0f} MiB after "
+                f"{samples[0][0]} -> {samples[-1][1]:.0f} MiB after {samples[-1][0]} (percent)", lower_is_better=True)
     return out
+
+
+def round_trip_note(trips: dict, results: dict[str, Result]) -> str:
+    """The fixed cost of a Python step (the server's own `finer_labels`), next to the work the steps do."""
+    if not trips:
+        return ""
+    work = []
+    for precision in ("fp32", "int8"):
+        floor = _floor(results, precision, 1)
+        if floor and floor.server.get("forward_share") is not None and floor.entities:
+            per = floor.seconds * 1000 / len(floor.entities)
+            work.append(f"{precision} {per * (1 - floor.server['forward_share']):.2f} of {per:.2f} ms")
+    parts = [f"{name}: {t['server_ms']:.2f} ms in Triton, {t['client_ms']:.2f} ms at the client"
+             for name, t in trips.items()]
+    return ("A Python step's fixed cost: `finer_labels`, which only returns the label list, called "
+            f"{next(iter(trips.values()))['calls']} times over gRPC through the front door, one at a time, per server: "
+            + "; ".join(parts) + ". Each served request crosses three such steps (preprocess, the ONNX Runtime "
+            "shim of the embedded server, postprocess)"
+            + (f", while the steps' own work (word splitting, tokenising, windows, decoding) takes, in process, "
+               f"per sentence: {'; '.join(work)} (the floor at batch 1, less its ONNX Runtime time)." if work else "."))
+
+
+def memory_table(rss: dict) -> str:
+    """Resident memory of each server (launcher, tritonserver and stubs together) after each load phase."""
+    phases = list(dict.fromkeys(p for samples in rss.values() for p, _ in samples))
+    lines = ["| server | " + " | ".join(f"after {p} MiB" for p in phases) + " | growth |",
+             "|---|" + "---:|" * (len(phases) + 1)]
+    for server, samples in rss.items():
+        by_phase = dict(samples)
+        growth = rss_growth(samples)
+        lines.append(f"| {server} | " + " | ".join(_fmt(by_phase.get(p), 0) for p in phases)
+                     + f" | {_fmt(growth, 1)}% |")
+    return "\n".join(lines)
 
 
 def targets_table(rows: list[dict]) -> str:
@@ -195,13 +243,14 @@ def plot(results: dict[str, Result], path: Path, title: str) -> Path:
     return path
 
 
-def update_benchmarks(path: Path, section: str) -> Path:
-    """Replace the text between the bench markers of BENCHMARKS.md (append the markers if missing)."""
+def update_benchmarks(path: Path, section: str, marks: tuple[str, str] = (MARK_START, MARK_END)) -> Path:
+    """Replace the text between a tool's markers in BENCHMARKS.md (append the markers if missing)."""
+    start, end = marks
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{MARK_START}\n{section.strip()}\n{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
+    block = f"{start}\n{section.strip()}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)

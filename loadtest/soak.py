@@ -13,22 +13,18 @@ by more than `--max-growth` percent.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from client import FinerClient
 from loadtest.sentences import BUILTIN, DEFAULT_CORPUS, read_corpus
-from server.triton import DEFAULT_REPOSITORY, free_port
-
-STUB = "triton_python_backend_stub"
+from loadtest.server_process import ServerExited, ServerProcess, rss_mb
+from server.triton import DEFAULT_REPOSITORY
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,34 +35,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS / "test.jsonl")
     p.add_argument("--max-growth", type=float, default=5.0, help="percent of resident memory a process may gain")
     return p.parse_args(argv)
-
-
-def processes(launcher: psutil.Process) -> dict[str, psutil.Process]:
-    """The launcher (it runs the front doors), tritonserver, and its stubs by model instance name
-    (e.g. finer_preprocess_0_0)."""
-    found = {"launcher": launcher}
-    for child in launcher.children(recursive=True):
-        try:
-            cmdline = child.cmdline()
-        except psutil.Error:
-            continue
-        if cmdline and cmdline[0].endswith("tritonserver"):
-            found["tritonserver"] = child
-        elif cmdline and cmdline[0].endswith(STUB):
-            # argv: stub, model.py, shm region, sizes, parent pid, backend folder, ..., instance name
-            names = [a for a in cmdline if a.endswith("_0") and not a.startswith("/")]
-            found[names[-1] if names else f"stub {child.pid}"] = child
-    return found
-
-
-def rss_mb(procs: dict[str, psutil.Process]) -> dict[str, float]:
-    out = {}
-    for name, proc in procs.items():
-        try:
-            out[name] = proc.memory_info().rss / 2**20
-        except psutil.Error:
-            out[name] = float("nan")
-    return out
 
 
 class Clients:
@@ -101,34 +69,19 @@ def minute_row(minute: int, records: list, memory: dict[str, float]) -> str:
             f"{memory.get('launcher', float('nan')):>12.1f} |")
 
 
-def wait_ready(url: str, launcher: subprocess.Popen, timeout: float = 300) -> None:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if launcher.poll() is not None:
-            raise SystemExit(f"error: the server exited (code {launcher.returncode}); see its output above")
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"error: the server was not ready within {timeout:.0f} s")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     texts = [r["text"] for r in read_corpus(args.corpus, 2000)] if args.corpus.is_file() else list(BUILTIN)
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    launcher = subprocess.Popen([sys.executable, "-m", "server", "--model-repository", str(args.repository),
-                                 "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-                                 "--metrics-port", str(metrics_port), "--log-file", ".cache/triton/soak.log"])
     try:
-        wait_ready(f"http://127.0.0.1:{http_port}", launcher)
-        procs = processes(psutil.Process(launcher.pid))
+        server = ServerProcess(args.repository, ".cache/triton/soak.log").start()
+    except ServerExited as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        procs = server.processes()
         print(f"soak: {args.users} users ({(args.users + 1) // 2} gRPC, {args.users // 2} HTTP), {args.minutes:g} min, "
               f"{len(texts)} sentences; processes: {', '.join(sorted(procs))}", flush=True)
-        clients = Clients(args.users, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", texts)
+        clients = Clients(args.users, f"127.0.0.1:{server.http_port}", server.grpc_url, texts)
         for t in clients.threads:
             t.start()
         print("| min | requests | failures | p50 ms  | p95 ms  | triton MiB  | stubs MiB | launcher MiB |\n"
@@ -145,8 +98,7 @@ def main(argv=None) -> int:
         for t in clients.threads:
             t.join(60)
     finally:
-        launcher.terminate()
-        launcher.wait(60)
+        server.stop()
     return report(clients.records, memory, args.max_growth)
 
 

@@ -60,7 +60,27 @@ def test_bench_smoke(tiny_export, dataset, tmp_path, capsys):
         assert label in table, label
     assert "| target |" in table and raw["targets"]
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "triton-fp32.log").is_file() and (out / "triton-int8.log").is_file()
+    assert (out / "triton-fp32-2x1.log").is_file() and (out / "triton-int8-2x1.log").is_file()
+    # the server's memory is read after each load phase and held to the growth target
+    rss = raw["machine"]["rss_mib"]
+    assert set(rss) == {"fp32 2x1", "int8 2x1"} and all(len(v) == 2 and v[0][1] > 100 for v in rss.values())
+    assert raw["machine"]["stub_round_trip"]["int8 2x1"]["server_ms"] > 0
+    assert "#### Server memory" in table and any(t["target"].startswith("server memory (int8 2x1)") for t in raw["targets"])
+
+
+def test_bench_layouts_regenerate_the_model_config(tiny_export, tmp_path):
+    import shutil
+
+    from loadtest.bench import BenchError, apply_layout, floor_threads, model_layout, parse_layout
+
+    repository = Path(shutil.copytree(tiny_export.repository, tmp_path / "repo"))
+    assert model_layout(repository)[:2] == (2, 1) and floor_threads(repository) == (2, 1)  # the spec's default
+    apply_layout(repository, "1x2")
+    assert model_layout(repository) == (1, 2, 1)
+    assert floor_threads(repository) == (2, 1)  # the floor still gets every thread the server's model gets
+    for bad in ("2", "0x1", "twoxone"):
+        with pytest.raises(BenchError, match="--layouts"):
+            parse_layout(bad)
 
 
 def test_bench_user_errors(tmp_path, dataset, capsys):
@@ -133,3 +153,27 @@ def test_padding_cost_counts_padded_positions_and_quadratic_attention():
     assert share == pytest.approx(1 - 40 / 64) and attention == pytest.approx(2 * 32**2 / (10**2 + 30**2))
     share, attention = cost([[10, 40]], (32, 64))
     assert share == pytest.approx(1 - 50 / 128) and attention == pytest.approx(2 * 64**2 / (10**2 + 40**2))
+
+
+def test_doc_cost_tags_growing_documents_and_a_batch_of_filings(tiny_export, tmp_path, capsys):
+    from loadtest import doc_cost
+
+    import shutil
+
+    filing = Path(__file__).parent / "fixtures" / "ixbrl" / "alpha_10-K_2023-12-31.htm"
+    fixtures = tmp_path / "filings"
+    for name in ("a", "b", "c"):
+        (fixtures / name).mkdir(parents=True)
+        shutil.copy(filing, fixtures / name / filing.name)
+    out, doc = tmp_path / "cost", tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n")
+    assert doc_cost.main(["--repository", str(tiny_export.repository), "--filing", str(filing), "--filings", str(fixtures),
+                          "--count", "2", "--out", str(out), "--benchmarks", str(doc)]) == 0, capsys.readouterr().err[-2000:]
+    raw = json.loads((out / "doc_cost.json").read_text())
+    rows = raw["by_length"]
+    # sizes grow up to the whole filing, and each row was timed and measured
+    assert [r["sentences"] for r in rows] == sorted(r["sentences"] for r in rows) and rows[0]["sentences"] == 1
+    assert all(r["seconds_per_call"] > 0 and r["client_mib"] > 0 and r["server_mib"] > 100 for r in rows)
+    assert raw["batch"]["tagged"] == 2 and raw["batch"]["server_peak_mib"] > 100
+    text = doc.read_text()
+    assert text.count("<!-- doc-cost:start -->") == 1 and "| document | words |" in text and "| filings | seconds |" in text
