@@ -178,7 +178,7 @@ def test_gpu_overlay_selects_the_generated_gpu_config(rendered):
     assert flags(gpu)["model-config-name"] == GPU_CONFIG_NAME and "model-config-name" not in flags(cpu)
     assert (ROOT / "model_repository" / "finer_model" / "configs" / f"{GPU_CONFIG_NAME}.pbtxt").is_file()
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1" and "nvidia.com/gpu" not in cpu["resources"]["limits"]
-    # One ONNX Runtime instance with 2 intra-op threads (finer.serving) on 2 whole CPUs.
+    # Two single-threaded ONNX Runtime instances (finer.serving) on 2 whole CPUs.
     assert cpu["resources"]["requests"]["cpu"] == cpu["resources"]["limits"]["cpu"] == "2"
 
 

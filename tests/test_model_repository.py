@@ -11,6 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from conftest import ROOT
 from finer import artifacts
 from finer.pipeline import TaggerConfig
+from finer.serving import ServingSpec
 from finer.windows import make_windows, window_count
 
 REPO = ROOT / "model_repository"
@@ -89,7 +90,6 @@ def test_gpu_config_runs_the_model_on_the_gpu():
 
 
 def test_ensemble_publishes_window_settings():
-    from finer.serving import ServingSpec
 
     ensemble = params(load("finer"))
     assert (int(ensemble["max_length"]), int(ensemble["stride"])) == (ServingSpec.max_length, ServingSpec.stride)
@@ -101,7 +101,10 @@ def test_onnx_model_config():
     assert tensors(config.input) == {"input_ids": (mc.TYPE_INT64, [-1]), "attention_mask": (mc.TYPE_INT64, [-1])}
     assert tensors(config.output) == {"logits": (mc.TYPE_FP32, [-1, -1])}  # export frees the label axis
     assert 0 < config.dynamic_batching.max_queue_delay_microseconds <= 5000
-    assert [(g.kind, g.count) for g in config.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 1)]
+    # the spec's CPU layout: instances x threads (two single-threaded instances, BENCHMARKS.md)
+    spec = ServingSpec()
+    assert [(g.kind, g.count) for g in config.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, spec.model_instances)]
+    assert params(config)["intra_op_thread_count"] == str(spec.intra_op_threads)
     assert {"intra_op_thread_count", "inter_op_thread_count"} <= set(params(config))
     default_buckets = next(f for f in fields(TaggerConfig) if f.name == "buckets").default_factory()
     warmed = sorted(w.inputs["input_ids"].dims[0] for w in config.model_warmup)

@@ -23,6 +23,7 @@ from conftest import ROOT, as_object_array, copy_repository, stub_processes
 from finer.artifacts import STEP_FILES
 from finer.pipeline import encode
 from finer.words import split_words
+from finer.serving import ServingSpec
 from server.triton import free_port
 from tiny_model import SEED, WORDS
 
@@ -244,7 +245,8 @@ def test_cli_serves_until_sigterm_and_leaves_no_stubs(tiny_export, tmp_path):
             assert r.status == 200
         tree = psutil.Process(cli.pid).children(recursive=True)
         stubs = [p for p in tree if "triton_python_backend_stub" in " ".join(p.cmdline())]
-        assert len(stubs) == 4  # preprocess, finer_model (Python-based onnxruntime), postprocess, labels
+        # preprocess, postprocess, labels, and each finer_model instance (the Python-based onnxruntime)
+        assert len(stubs) == 3 + ServingSpec().model_instances
     finally:
         cli.send_signal(signal.SIGTERM)
         out, err = cli.communicate(timeout=60)
