@@ -60,3 +60,21 @@ def test_an_exported_model_is_used_as_it_is(tmp_path):
             (repo / step / "4" / name).write_text("{}")
     assert bootstrap.ensure_model(repo, run_dir=tmp_path / "run") == folder
     assert not (tmp_path / "run").exists()  # nothing trained
+
+
+def test_the_int8_gate_reads_the_data_s_validation_split(offline, tmp_path):
+    import zipfile
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    assert bootstrap.gate_file(["--data", str(corpus)]) is None  # no split: fp32 is exported, no gate
+    (corpus / "validation.jsonl").write_text('{"tokens": ["7.00"], "ner_tags": ["O"]}\n')
+    assert bootstrap.gate_file(["--epochs", "3", "--data", str(corpus)]) == corpus / "validation.jsonl"
+    # the hub's zip: its validation member is extracted once into the cache
+    archive = tmp_path / "finer139.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("finer139/train.jsonl", "train\n")
+        zf.writestr("finer139/validation.jsonl", "validation rows\n")
+    offline.setattr("training.data.download_finer139", lambda: archive)
+    path = bootstrap.gate_file(["--data", "hub"])
+    assert path.read_text() == "validation rows\n" and path.parent == bootstrap.CACHE
