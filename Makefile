@@ -28,7 +28,7 @@ PRETRAIN_FLAGS ?= $(shell $(PY) -m training.recipes $(RECIPE) --pretrain)
 export TOKENIZERS_PARALLELISM = false
 export MLFLOW_DISABLE_TELEMETRY = true
 
-.PHONY: help setup browser corpus pretrain train evaluate compare export rollback serve demo screenshots loadtest soak faults bench test mlflow-ui clean
+.PHONY: help setup browser corpus pretrain train evaluate compare export rollback serve demo screenshots loadtest soak faults bench doc-cost test mlflow-ui clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -112,8 +112,16 @@ soak: setup  ## SOAK_USERS clients (gRPC + HTTP) for MINUTES against a fresh ser
 faults: setup  ## kill a stub, then Triton, under load and send the bodies that crashed it: timings as a table
 	$(PY) -m loadtest.faults $(ARGS)
 
-bench: setup  ## HF pipeline vs optimum vs ONNX floor vs Triton on the same sentences; updates BENCHMARKS.md
-	$(PY) -m loadtest.bench --model $(RUN)/model --sentences 512 --benchmarks BENCHMARKS.md $(ARGS)
+# ARCH=distilbert-base|bert-base: a randomly initialised classifier of the product default's size instead of $(RUN)/model.
+ARCH ?=
+LAYOUTS ?= 1x2,2x1
+bench: setup  ## HF pipeline vs optimum vs ONNX floor vs Triton on the same sentences; updates BENCHMARKS.md (ARCH=distilbert-base)
+	$(PY) -m loadtest.bench $(if $(ARCH),--arch $(ARCH) --validation-sentences 2000,--model $(RUN)/model) --sentences 512 \
+		--layouts $(LAYOUTS) --benchmarks BENCHMARKS.md $(ARGS)
+
+doc-cost: setup  ## tag() time and memory from one sentence to a whole 10-K, then 100 filings as a batch job; updates BENCHMARKS.md
+	$(PY) -m loadtest.doc_cost --repository model_repository $(if $(strip $(FINER_FILINGS)),--filings $(FINER_FILINGS)) \
+		--benchmarks BENCHMARKS.md $(ARGS)
 
 test: setup  ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
