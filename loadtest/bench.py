@@ -142,7 +142,7 @@ def measure_all(a, model: Path, texts: list[str], repos: dict, threads: tuple[in
             _log(f"starting the server on the {precision} repository, finer_model {layout} (instances x threads) ...")
             try:
                 with ServerProcess(repos[precision], out / f"triton-{precision}-{layout}.log") as server:
-                    info.setdefault("triton", _triton_version(server))
+                    info.setdefault("triton", server.triton_version())
                     rss = info["rss_mib"][f"{precision} {layout}"] = []
                     for protocol in a.protocols:
                         for users in a.users:
@@ -153,16 +153,6 @@ def measure_all(a, model: Path, texts: list[str], repos: dict, threads: tuple[in
             except ServerExited as e:
                 raise BenchError(f"server ({precision}, {layout}): {e}") from None
     return results
-
-
-def _triton_version(server) -> str:
-    import tritonclient.http as httpclient
-
-    client = httpclient.InferenceServerClient(f"{server.http_address}:{server.http_port}")
-    try:
-        return client.get_server_metadata().get("version", "?")
-    finally:
-        client.close()
 
 
 def parse_list(text: str, kind=str) -> list:

@@ -170,6 +170,7 @@ def main(argv=None) -> int:
                 tempfile.TemporaryDirectory(prefix="finer-doc-cost-") as scratch:
             version = json.loads((sorted((a.repository / "finer_model").glob("[0-9]*"), key=lambda p: int(p.name))[-1]
                                   / "export.json").read_text()).get("precision", "?")
+            info["triton"] = server.triton_version()
             _log(f"{a.filing.name}: {len(sentences)} sentences; served model: {version}")
             with FinerClient(server.grpc_url, "grpc", timeout=600) as client:
                 rows = by_length(client, sentences, server)

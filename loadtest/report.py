@@ -72,6 +72,13 @@ def _floor(results: dict[str, Result], precision: str, batch: int) -> Result | N
     return results.get(f"onnx-{precision}-b{batch}")
 
 
+def _calls(r: Result) -> str:
+    """How a row was called: in-process calls, or protocol, users and (served) finer_model's layout."""
+    if r.protocol == "in-process":
+        return r.calls
+    return f"{r.protocol}, {r.calls}" + (f", {r.layout}" if r.layout else "")
+
+
 def main_table(results: dict[str, Result], agreements: dict[str, dict]) -> str:
     hf = results.get("hf-pipeline")
     lines = ["| path | precision | calls | sentences/s | p50 ms | p95 ms | p99 ms | x HF pipeline | x floor b1 | x floor b8 "
@@ -81,7 +88,7 @@ def main_table(results: dict[str, Result], agreements: dict[str, dict]) -> str:
         b1, b8 = _floor(results, r.precision, 1), _floor(results, r.precision, 8)
         ratio = lambda base: _fmt(r.rate / base.rate, 2) if base and base.rate else "–"  # noqa: E731
         a = agreements.get(key, {})
-        calls = r.calls if r.protocol == "in-process" else f"{r.protocol}, {r.calls}"
+        calls = _calls(r)
         lines.append(f"| {PATH_NAMES[r.path]} | {r.precision} | {calls}{' (**%d errors**)' % r.errors if r.errors else ''} "
                      f"| {_fmt(r.rate)} | {_fmt(r.percentile(50))} | {_fmt(r.percentile(95))} | {_fmt(r.percentile(99))} "
                      f"| {ratio(hf)} | {ratio(b1)} | {ratio(b8)} | {_fmt(a.get('f1'), 3)} | {_fmt(a.get('identical_sentences'), 3)} |")
@@ -95,7 +102,7 @@ def agreement_table(results: dict[str, Result], agreements: dict[str, dict], sam
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for key, r in results.items():
         a, s, g = agreements.get(key, {}), same_precision.get(key, {}), gold.get(key, {})
-        calls = r.calls if r.protocol == "in-process" else f"{r.protocol}, {r.calls}"
+        calls = _calls(r)
         lines.append(f"| {PATH_NAMES[r.path]} | {r.precision} | {calls} | {a.get('entities', '–')} | {_fmt(a.get('f1'), 3)} "
                      f"| {_fmt(a.get('overlap_f1'), 3)} | {_fmt(s.get('f1'), 3)} | {_fmt(g.get('f1'), 3)} |")
     return "\n".join(lines)

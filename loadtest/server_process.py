@@ -6,6 +6,7 @@ found and its resident memory read.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import psutil
 from server.triton import free_port
 
 STUB = "triton_python_backend_stub"
+INSTANCE = re.compile(r"^[A-Za-z][\w-]*_\d+_\d+$")
 
 
 class ServerExited(RuntimeError):
@@ -25,7 +27,7 @@ class ServerExited(RuntimeError):
 
 def processes(launcher: psutil.Process) -> dict[str, psutil.Process]:
     """The launcher (it runs the front doors), tritonserver, and its stubs by model instance name
-    (e.g. finer_preprocess_0_0)."""
+    (e.g. finer_preprocess_0_0, finer_model_0_1)."""
     found = {"launcher": launcher}
     for child in launcher.children(recursive=True):
         try:
@@ -35,8 +37,8 @@ def processes(launcher: psutil.Process) -> dict[str, psutil.Process]:
         if cmdline and cmdline[0].endswith("tritonserver"):
             found["tritonserver"] = child
         elif cmdline and cmdline[0].endswith(STUB):
-            # argv: stub, model.py, shm region, sizes, parent pid, backend folder, ..., instance name
-            names = [a for a in cmdline if a.endswith("_0") and not a.startswith("/")]
+            # argv: stub, model.py, shm region, sizes, parent pid, ..., instance name (<model>_<group>_<index>)
+            names = [a for a in cmdline if INSTANCE.match(a)]
             found[names[-1] if names else f"stub {child.pid}"] = child
     return found
 
@@ -95,6 +97,15 @@ class ServerProcess:
                 pass
             time.sleep(0.5)
         raise ServerExited(f"the server was not ready within {self.timeout_s:.0f} s; see {self.log_file}")
+
+    def triton_version(self) -> str:
+        import tritonclient.http as httpclient
+
+        client = httpclient.InferenceServerClient(f"{self.http_address}:{self.http_port}")
+        try:
+            return client.get_server_metadata().get("version", "?")
+        finally:
+            client.close()
 
     def processes(self) -> dict[str, psutil.Process]:
         return processes(psutil.Process(self.launcher.pid))

@@ -72,9 +72,11 @@ def minute_row(minute: int, records: list, memory: dict[str, float]) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     texts = [r["text"] for r in read_corpus(args.corpus, 2000)] if args.corpus.is_file() else list(BUILTIN)
+    server = ServerProcess(args.repository, ".cache/triton/soak.log")
     try:
-        server = ServerProcess(args.repository, ".cache/triton/soak.log").start()
+        server.start()
     except ServerExited as e:
+        server.stop()
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
