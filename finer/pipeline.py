@@ -17,7 +17,7 @@ import numpy as np
 from finer.labels import OUTSIDE
 from finer.serving import ServingSpec
 from finer.spans import Entity, decode as decode_spans
-from finer.windows import bucket_length, make_windows, pad_windows, word_probabilities
+from finer.windows import bucket_length, make_windows, pad_windows, word_best
 from finer.words import Word, may_be_entity, shape_numbers, split_words
 
 CONFIG_FILE = "finer.json"
@@ -118,11 +118,12 @@ def entity_words(documents: Sequence[Sequence[str]]) -> np.ndarray:
 def word_tags(logits: np.ndarray, word_ids: np.ndarray, n_words: int, labels: Sequence[str],
               allowed: np.ndarray | None = None) -> tuple[list[str], list[float]]:
     """The best tag of every word of the request and its probability; words not `allowed` get O."""
-    probs = word_probabilities(logits, word_ids, n_words)
-    best = probs.argmax(axis=-1)
+    best, prob = word_best(logits, word_ids, n_words)
     if allowed is not None:
-        best[~allowed] = list(labels).index(OUTSIDE)
-    return [labels[i] for i in best], probs[np.arange(n_words), best].tolist()
+        outside = ~allowed
+        best[outside] = list(labels).index(OUTSIDE)
+        prob[outside] = 1.0  # not a candidate word: O by rule, not by the model
+    return [labels[i] for i in best], prob.tolist()
 
 
 def decode(

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from finer.windows import bucket_length, make_windows, pad_windows, word_probabilities
+from finer.windows import bucket_length, make_windows, pad_windows, word_best
 
 
 def owners(windows):
@@ -50,9 +50,11 @@ def test_buckets_and_padding():
     assert arr["word_ids"].tolist() == [[-1, 0, 1, -1, -1, -1]]
 
 
-def test_word_probabilities_pick_owned_positions():
+def test_word_best_reads_owned_positions_only():
     logits = np.zeros((1, 4, 3), dtype=np.float32)
-    logits[0, 1, 2] = 10.0
+    logits[0, 1] = [0.0, 1.0, 3.0]
+    logits[0, 2, 1] = 50.0  # a position no word owns (a later sub-token, or padding): never read
     word_ids = np.array([[-1, 0, -1, -1]], dtype=np.int32)
-    p = word_probabilities(logits, word_ids, n_words=2)
-    assert p[0].argmax() == 2 and p[1].argmax() == 0 and np.allclose(p.sum(-1), 1.0)
+    best, prob = word_best(logits, word_ids, n_words=2)
+    softmax = np.exp(logits[0, 1]) / np.exp(logits[0, 1]).sum()
+    assert best.tolist() == [2, 0] and np.isclose(prob[0], softmax.max()) and prob[1] == 1.0  # word 1: no sub-token
