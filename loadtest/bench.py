@@ -284,9 +284,7 @@ def results_from(raw: dict) -> dict:
 
     out = {}
     for key, r in raw["results"].items():
-        fields = {f: r[f] for f in RESULT_FIELDS if f in r}
-        fields.setdefault("layout", next((p.strip() for p in r["label"].split(",") if "x" in p.strip()[:2]), ""))
-        out[key] = Result(key, **fields, entities=[()] * len(r["entities_per_sentence"]))
+        out[key] = Result(key, **{f: r[f] for f in RESULT_FIELDS}, entities=[()] * len(r["entities_per_sentence"]))
     return out
 
 

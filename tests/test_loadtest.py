@@ -66,6 +66,9 @@ def test_bench_smoke(tiny_export, dataset, tmp_path, capsys):
     assert set(rss) == {"fp32 2x1", "int8 2x1"} and all(len(v) == 2 and v[0][1] > 100 for v in rss.values())
     assert raw["machine"]["stub_round_trip"]["int8 2x1"]["server_ms"] > 0
     assert "#### Server memory" in table and any(t["target"].startswith("server memory (int8 2x1)") for t in raw["targets"])
+    # --render redoes the same tables from bench.json alone
+    (out / "bench.md").unlink()
+    assert bench.main(["--render", str(out)]) == 0 and (out / "bench.md").read_text() == table
 
 
 def test_bench_layouts_regenerate_the_model_config(tiny_export, tmp_path):
