@@ -52,8 +52,8 @@ class ServingSpec:
     max_documents: int = 64  # documents per request
     max_windows: int = 64  # windows per request = finer_model's max_batch_size
     device: str = "cpu"  # where finer_model runs: cpu | gpu (the Python steps run on the CPU)
-    # CPU: two single-threaded instances serve 1.1-1.5x the sentences/s of one two-threaded instance
-    # at 4-16 users (MiniLM and DistilBERT sizes); one user alone waits longer: ~10% in int8, 30-40%
+    # CPU: two single-threaded instances serve 1.1-1.6x the sentences/s of one two-threaded instance
+    # at 4-16 users (MiniLM and DistilBERT sizes); one user alone waits longer: 10-25% in int8, 25-40%
     # in fp32 (`make bench`, BENCHMARKS.md). A server is for many users; int8 is what it serves.
     model_instances: int = 2  # finer_model instances
     step_instances: int = 1  # instances of each Python step

@@ -16,8 +16,9 @@ Why the values are what they are:
 - finer_model batches windows (max_batch_size = max_windows); the dynamic batcher merges only
   equal shapes, hence windows padded to buckets and one warm-up per bucket. On 2 CPU cores
   batching gains ~1.1-1.2x and requests queue behind the running batch anyway, so the batcher
-  barely waits (100 us; 1000 us gave a lone request ~1 ms of queue time). One instance with
-  intra-op 2 / inter-op 1 uses both cores per operator; two instances would fight over them.
+  barely waits (100 us; 1000 us gave a lone request ~1 ms of queue time). Two single-threaded
+  instances (the spec's CPU layout) keep both cores busy under load, where one instance of two
+  threads loses time to its threads waiting on each other (BENCHMARKS.md, `--layouts`).
 - A GPU gains a lot from batching: two instances (copies overlap compute), a longer wait.
 - The Python steps run once per request (max_batch_size 0) on the CPU, one instance each.
 """
