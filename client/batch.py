@@ -97,27 +97,35 @@ def output_of(path: Path, folder: Path, out: Path) -> Path:
     return out / relative.with_name(relative.name + ".jsonl")
 
 
-def passages(path: Path) -> list[str]:
-    """The text to tag; FilingError (training.ixbrl's) when there is none to read."""
+def candidates(path: Path) -> list[tuple[str, bool]]:
+    """The passages to tag, each with whether it holds a word an entity can sit on
+    (`finer.words.may_be_entity`); FilingError (training.ixbrl's) when there is none to read."""
+    from finer.words import may_be_entity, split_words
     from training.ixbrl import FilingError, read_filing
 
     if path.suffix.lower() != TEXT_SUFFIX:
-        # Words joined by spaces: the server splits them into the same FiNER words again.
-        return [" ".join(s["tokens"]) for s in read_filing(path).sentences]
+        # Words joined by spaces: the server splits them into the same FiNER words again. The reader's
+        # own words say which passages may hold an entity, so nothing is split twice here.
+        return [(" ".join(s["tokens"]), any(map(may_be_entity, s["tokens"]))) for s in read_filing(path).sentences]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise FilingError(f"not UTF-8 (byte {e.start})") from None
     except OSError as e:
         raise FilingError(f"unreadable: {e.strerror}") from None
-    return [p.strip() for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
+    paragraphs = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
+    return [(p, any(may_be_entity(w.text) for w in split_words(p))) for p in paragraphs]
 
 
-def tag_passages(texts: list[str], replicas, labels, stop: threading.Event) -> tuple[list[dict], int]:
+def passages(path: Path) -> list[str]:
+    """The text to tag, passage by passage (see `candidates`)."""
+    return [text for text, _ in candidates(path)]
+
+
+def tag_passages(found: list[tuple[str, bool]], replicas, labels, stop: threading.Event) -> tuple[list[dict], int]:
     """(entity rows, passages sent): the passages that may hold an entity, CHUNK per call."""
-    from finer.words import may_be_entity, split_words
-
-    sent = [i for i, t in enumerate(texts) if any(may_be_entity(w.text) for w in split_words(t))]
+    texts = [text for text, _ in found]
+    sent = [i for i, (_, candidate) in enumerate(found) if candidate]
     rows = []
     for at in range(0, len(sent), CHUNK):
         if stop.is_set():
@@ -160,14 +168,14 @@ class Batch:
 
         name = str(path.relative_to(self.folder))
         try:
-            texts = passages(path)
+            found = candidates(path)
         except Exception as e:  # one odd document among thousands must not end the run: it is listed
             reason = str(e).split(":")[0] if isinstance(e, FilingError) else f"the reader failed ({type(e).__name__})"
             with self._lock:
                 self.summary.skipped[reason].append(name)
             return
         try:
-            rows, sent = tag_passages(texts, self.replicas, self.labels, self.stop)
+            rows, sent = tag_passages(found, self.replicas, self.labels, self.stop)
         except ServerUnreachable:
             raise  # no replica at all: the run stops
         except FinerError as e:  # what a working server said of this filing's text

@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
 
     reference = results[rep.REFERENCE].entities
     gold = gold_spans(rows, labels)
-    n_tagged = sum(any(t != "O" and t in set(labels) for t in r["ner_tags"]) for r in rows)
+    known = set(labels)
+    n_tagged = sum(any(t != "O" and t in known for t in r["ner_tags"]) for r in rows)
     words = sorted(len(r["tokens"]) for r in rows)
     title = (f"{model} — {len(texts)} test sentences ({n_tagged} with a gold entity of the model's labels; "
              f"words per sentence median {words[len(words) // 2]}, max {words[-1]}; {sum(map(len, reference))} entities "

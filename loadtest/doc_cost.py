@@ -27,8 +27,9 @@ from pathlib import Path
 
 import psutil
 
+from finer import artifacts
 from loadtest.report import describe_machine, machine, update_benchmarks
-from loadtest.server_process import ServerExited, ServerProcess
+from loadtest.server_process import ServerExited, ServerProcess, rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILING = ROOT.parent / "shared/data/ixbrl/filings/J/J_10-K_2023-09-29.htm.gz"
@@ -49,8 +50,8 @@ class Peak(threading.Thread):
 
     def __init__(self, server: ServerProcess, every_s: float = 0.5):
         super().__init__(daemon=True)
-        self.server, self.every_s = server, every_s
-        self.me = psutil.Process()
+        self.every_s = every_s
+        self.me, self.server = psutil.Process(), server.processes()  # the server's processes, found once
         self.client = self.serving = 0.0
         self.done = threading.Event()
 
@@ -60,7 +61,7 @@ class Peak(threading.Thread):
 
     def sample(self) -> None:
         self.client = max(self.client, mib(self.me))
-        self.serving = max(self.serving, sum(self.server.rss_mb().values()))
+        self.serving = max(self.serving, sum(rss_mb(self.server).values()))
 
     def stop(self) -> "Peak":
         self.done.set()
@@ -76,15 +77,16 @@ def by_length(client, sentences: list[str], server: ServerProcess) -> list[dict]
     sizes = [n for n in SIZES if n < len(sentences)] + [len(sentences)]
     for n in sizes:
         text = " ".join(sentences[:n])
+        words = len(text.split())
         repeats = max(1, min(20, 200 // n))
         client.tag(text)  # warm: the first call of a size also reads the server's limits
         started = time.perf_counter()
         for _ in range(repeats):
             entities = client.tag(text)
         seconds = (time.perf_counter() - started) / repeats
-        rows.append({"sentences": n, "words": len(text.split()), "characters": len(text), "calls": repeats,
+        rows.append({"sentences": n, "words": words, "characters": len(text), "calls": repeats,
                      "seconds_per_call": seconds, "sentences_per_s": n / seconds,
-                     "words_per_s": len(text.split()) / seconds, "entities": len(entities),
+                     "words_per_s": words / seconds, "entities": len(entities),
                      "client_mib": mib(me), "server_mib": sum(server.rss_mb().values())})
         _log(f"  {n} sentences: {seconds:.3f} s per call, {n / seconds:.1f} sentences/s, {len(entities)} entities")
     return rows
@@ -168,8 +170,8 @@ def main(argv=None) -> int:
     try:
         with ServerProcess(a.repository, out / "triton.log") as server, \
                 tempfile.TemporaryDirectory(prefix="finer-doc-cost-") as scratch:
-            version = json.loads((sorted((a.repository / "finer_model").glob("[0-9]*"), key=lambda p: int(p.name))[-1]
-                                  / "export.json").read_text()).get("precision", "?")
+            version = json.loads((artifacts.latest(a.repository / artifacts.MODEL_NAME) / "export.json")
+                                 .read_text()).get("precision", "?")
             info["triton"] = server.triton_version()
             _log(f"{a.filing.name}: {len(sentences)} sentences; served model: {version}")
             with FinerClient(server.grpc_url, "grpc", timeout=600) as client:

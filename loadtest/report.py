@@ -119,8 +119,7 @@ def profile_table(results: dict[str, Result]) -> str:
         s = r.server
         ens, pre, mod, post = (s.get(n, {}) for n in ("finer", "finer_preprocess", "finer_model", "finer_postprocess"))
         mean = sum(r.latencies_ms) / len(r.latencies_ms) if r.latencies_ms else float("nan")
-        lines.append(f"| {r.precision}, {r.protocol}, {r.users} user{'s' if r.users > 1 else ''}"
-                     f"{', ' + r.layout if r.layout else ''} | {_fmt(mean, 2)} "
+        lines.append(f"| {r.label.removeprefix('Triton ')} | {_fmt(mean, 2)} "
                      f"| {_fmt(ens.get('total_ms'), 2)} | {_fmt(pre.get('total_ms'), 2)} | {_fmt(mod.get('queue_ms'), 2)} "
                      f"| {_fmt(mod.get('compute_ms'), 2)} | {_fmt(mod.get('windows_per_execution'), 2)} "
                      f"| {_fmt(post.get('total_ms'), 2)} | {_fmt(mean - ens.get('total_ms', float('nan')), 2)} |")
@@ -147,8 +146,7 @@ def targets(results: dict[str, Result], f1_gate: dict | None, rss: dict | None =
         out.append({"target": what, "value": value, "threshold": threshold, "met": met, "detail": detail})
 
     if f1_gate:
-        drop = 100 * (f1_gate["f1"]["fp32"] - f1_gate["f1"]["int8"])
-        delta, low, high = f1_gate.get("int8_minus_fp32_points", (-drop, float("nan"), float("nan")))
+        drop, (_, low, high) = f1_gate["drop_points"], f1_gate["int8_minus_fp32_points"]
         add(f"int8 entity micro-F1 drop <= {TARGETS['int8_f1_drop']} point", drop, TARGETS["int8_f1_drop"],
             f"export's gate, {f1_gate['sentences']} validation sentences: fp32 {f1_gate['f1']['fp32']:.4f}, "
             f"int8 {f1_gate['f1']['int8']:.4f}; paired 95% interval of the drop {-high:.2f} to {-low:.2f} points",
