@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Iterable
 
 OUTSIDE = "O"
+# A word whose gold label is not known (partially labelled data): no loss, no score, never read as O.
+UNKNOWN = "?"
 
 DEBT_TYPES = (
     "DebtInstrumentBasisSpreadOnVariableRate1",
@@ -18,6 +21,16 @@ DEBT_TYPES = (
     "LineOfCreditFacilityMaximumBorrowingCapacity",
     "DebtInstrumentInterestRateEffectivePercentage",
 )
+
+
+# Named scopes derived from data (`python -m training.scopes`), e.g. `debt-family`.
+SCOPES_FILE = Path(__file__).parent / "data" / "scopes.json"
+
+
+def named_scopes() -> dict[str, tuple[str, ...]]:
+    if not SCOPES_FILE.is_file():
+        return {}
+    return {name: tuple(s["types"]) for name, s in json.loads(SCOPES_FILE.read_text()).items()}
 
 
 def finer_label_names() -> list[str]:
@@ -48,18 +61,22 @@ class LabelScope:
 
     @classmethod
     def parse(cls, spec: str) -> "LabelScope":
-        """`debt`, `all`, or a comma-separated list of FiNER types."""
+        """`debt`, `all`, a named scope of scopes.json (`debt-family`), or a comma-separated list of FiNER types."""
         known = finer_types()
         if spec == "debt":
             return cls("debt", DEBT_TYPES)
         if spec == "all":
             return cls("all", tuple(known))
+        named = named_scopes()
+        if spec in named:
+            return cls(spec, named[spec])
         types = tuple(t.strip() for t in spec.split(",") if t.strip())
         unknown = [t for t in types if t not in known]
         if unknown or not types:
             raise ScopeError(
                 f"unknown FiNER type(s) in label scope: {', '.join(unknown) or spec!r}; "
-                "use 'debt', 'all' or names from finer/data/ner_tags_names.json without B-/I-"
+                f"use 'debt', 'all', {''.join(repr(n) + ', ' for n in named)}or names from "
+                "finer/data/ner_tags_names.json without B-/I-"
             )
         return cls("custom", types)
 
@@ -70,9 +87,9 @@ class LabelScope:
         return [t for t in finer_label_names() if t == OUTSIDE or entity_type(t) in wanted]
 
     def restrict(self, tags: list[str]) -> list[str]:
-        """Map tags outside the scope to `O`."""
+        """Map tags outside the scope to `O` (an `UNKNOWN` stays unknown)."""
         wanted = set(self.types)
-        return [t if entity_type(t) in wanted else OUTSIDE for t in tags]
+        return [t if t == UNKNOWN or entity_type(t) in wanted else OUTSIDE for t in tags]
 
     def covers(self, tags: list[str]) -> bool:
         """True when the sentence holds at least one tag of this scope."""

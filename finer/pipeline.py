@@ -16,7 +16,7 @@ import numpy as np
 
 from finer.labels import OUTSIDE
 from finer.serving import ServingSpec
-from finer.spans import Entity, decode as decode_spans
+from finer.spans import Entity, decode as decode_spans, drop_below
 from finer.windows import bucket_length, make_windows, pad_windows, word_best
 from finer.words import Word, may_be_entity, shape_numbers, split_words
 
@@ -37,6 +37,9 @@ class TaggerConfig:
     buckets: list[int] = field(default_factory=lambda: ServingSpec().buckets)
     # Numeric-shape tokens the model was trained with (empty: numbers are read as they are).
     number_shapes: list[str] = field(default_factory=list)
+    # The calibrated decision: an entity of type T scoring below min_scores[T] is not returned
+    # (fitted on validation by training.calibrate; empty: every entity the model finds).
+    min_scores: dict[str, float] = field(default_factory=dict)
 
     @cached_property
     def shape_set(self) -> frozenset[str]:
@@ -132,15 +135,17 @@ def decode(
     logits: np.ndarray,
     word_ids: np.ndarray,
     labels: Sequence[str],
+    min_scores: dict[str, float] | None = None,
 ) -> list[list[Entity]]:
-    """Entities per document, with character spans into `texts`."""
+    """Entities per document, with character spans into `texts`; those below their type's
+    `min_scores` (the calibrated decision) are left out."""
     n_words = sum(len(d) for d in documents)
     allowed = entity_words([[w.text for w in d] for d in documents])
     tags, scores = word_tags(logits, word_ids, n_words, labels, allowed)
     out, offset = [], 0
     for text, words in zip(texts, documents):
         end = offset + len(words)
-        out.append(decode_spans(text, words, tags[offset:end], scores[offset:end]))
+        out.append(decode_spans(text, words, tags[offset:end], scores[offset:end], min_scores))
         offset = end
     return out
 
@@ -170,15 +175,20 @@ class Tagger:
         documents = [split_words(t) for t in texts]
         enc = encode(self.tokenizer, [[w.text for w in d] for d in documents], self.config)
         return decode(texts, documents, self.logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids,
-                      self.config.labels)
+                      self.config.labels, self.config.min_scores)
 
-    def word_tags(self, documents: Sequence[Sequence[str]]) -> list[list[str]]:
-        """The tag of every word of each pre-split document (FiNER-format `tokens`)."""
+    def word_scores(self, documents: Sequence[Sequence[str]]) -> list[tuple[list[str], list[float]]]:
+        """The model's own tag of every word of each pre-split document (FiNER-format `tokens`) and its
+        probability, before the calibrated decision (what calibration is fitted on)."""
         enc = encode(self.tokenizer, documents, self.config)
-        tags, _ = word_tags(self.logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids, enc.n_words,
-                            self.config.labels, entity_words(documents))
+        tags, scores = word_tags(self.logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids, enc.n_words,
+                                 self.config.labels, entity_words(documents))
         out, offset = [], 0
         for doc in documents:
-            out.append(tags[offset : offset + len(doc)])
+            out.append((tags[offset : offset + len(doc)], scores[offset : offset + len(doc)]))
             offset += len(doc)
         return out
+
+    def word_tags(self, documents: Sequence[Sequence[str]]) -> list[list[str]]:
+        """The tag of every word of each pre-split document, with the calibrated decision applied."""
+        return [drop_below(tags, scores, self.config.min_scores) for tags, scores in self.word_scores(documents)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from finer.labels import entity_type
+from finer.labels import OUTSIDE, entity_type
 from finer.words import Word
 
 
@@ -44,10 +44,26 @@ def tag_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     return spans
 
 
-def decode(source: str, words: Sequence[Word], tags: Sequence[str], scores: Sequence[float] | None = None) -> list[Entity]:
-    """Entities of one document; `scores[i]` is the probability of `tags[i]` (the entity gets the mean)."""
+def drop_below(tags: Sequence[str], scores: Sequence[float], min_scores: dict[str, float] | None) -> list[str]:
+    """`tags` with every entity whose score (the mean probability of its words) is below its type's
+    minimum read as O: the calibrated decision (`min_scores` fitted on validation, in finer.json)."""
+    out = list(tags)
+    if not min_scores:
+        return out
+    for kind, first, last in tag_spans(tags):
+        if sum(scores[first:last]) / (last - first) < min_scores.get(kind, 0.0):
+            out[first:last] = [OUTSIDE] * (last - first)
+    return out
+
+
+def decode(source: str, words: Sequence[Word], tags: Sequence[str], scores: Sequence[float] | None = None,
+           min_scores: dict[str, float] | None = None) -> list[Entity]:
+    """Entities of one document; `scores[i]` is the probability of `tags[i]` (the entity gets the mean);
+    entities below their type's `min_scores` are left out."""
     if len(words) != len(tags):
         raise ValueError(f"{len(words)} words but {len(tags)} tags")
+    if scores is not None:
+        tags = drop_below(tags, scores, min_scores)
     entities = []
     for kind, first, last in tag_spans(tags):
         start, end = words[first].start, words[last - 1].end

@@ -155,11 +155,13 @@ def resolve_source(data: str) -> Path:
     return download_finer139() if data == "hub" else Path(data)
 
 
-def select(rows: list[dict], scope: LabelScope, filtered: bool) -> list[dict]:
-    """Restrict tags to the scope; with `filtered`, keep only sentences holding a tag of the scope."""
+def select(rows: list[dict], scope: LabelScope, filtered: bool, focus: LabelScope | None = None) -> list[dict]:
+    """Restrict tags to the scope; with `filtered`, keep only sentences holding a tag of the scope
+    (of `focus`, when given)."""
+    focus = focus or scope
     out = []
     for row in rows:
-        if filtered and not scope.covers(row["ner_tags"]):
+        if filtered and not focus.covers(row["ner_tags"]):
             continue
         out.append({**row, "ner_tags": scope.restrict(row["ner_tags"])})
     return out

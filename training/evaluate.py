@@ -15,8 +15,9 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from finer.labels import LabelScope, entity_type
+from finer.labels import UNKNOWN, LabelScope, entity_type
 from finer.pipeline import CONFIG_FILE, LogitsFn, Tagger, TaggerConfig, plain_tokenizer
+from finer.spans import drop_below
 from finer.words import may_be_entity
 from training.confidence import bootstrap, entity_counts, save_counts
 from training.errors import error_report, error_table, plot_errors
@@ -37,21 +38,29 @@ def torch_logits(model) -> LogitsFn:
     return run
 
 
-def predict(logits_fn: LogitsFn, tokenizer, rows: Sequence[dict], config: TaggerConfig,
-            batch_size: int = 32, desc: str = "predicting") -> list[list[str]]:
-    """Tags per sentence; sentences are length-sorted into batches (less padding), order restored.
+def predict_scored(logits_fn: LogitsFn, tokenizer, rows: Sequence[dict], config: TaggerConfig,
+                   batch_size: int = 32, desc: str = "predicting") -> list[tuple[list[str], list[float]]]:
+    """The model's own tag of every word and its probability, per sentence, before the calibrated
+    decision; sentences are length-sorted into batches (less padding), order restored.
 
     Decoding tags only words that may carry an entity (numbers, number words), so a sentence
     without any is all O whatever the logits: it is not run through the model at all."""
     tagger = Tagger(tokenizer, config, logits_fn)
-    out: list[list[str]] = [["O"] * len(r["tokens"]) for r in rows]
+    out = [(["O"] * len(r["tokens"]), [1.0] * len(r["tokens"])) for r in rows]
     live = [i for i, r in enumerate(rows) if any(map(may_be_entity, r["tokens"]))]
     order = sorted(live, key=lambda i: len(rows[i]["tokens"]))
     for i in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[i : i + batch_size]
-        for j, tags in zip(idx, tagger.word_tags([rows[j]["tokens"] for j in idx])):
-            out[j] = tags
+        for j, scored in zip(idx, tagger.word_scores([rows[j]["tokens"] for j in idx])):
+            out[j] = scored
     return out
+
+
+def predict(logits_fn: LogitsFn, tokenizer, rows: Sequence[dict], config: TaggerConfig,
+            batch_size: int = 32, desc: str = "predicting") -> list[list[str]]:
+    """Tags per sentence as served: the model's, with the calibrated decision (config.min_scores)."""
+    return [drop_below(tags, scores, config.min_scores)
+            for tags, scores in predict_scored(logits_fn, tokenizer, rows, config, batch_size, desc)]
 
 
 def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
@@ -122,29 +131,51 @@ def score(words: list[list[str]], gold: list[list[str]], pred: list[list[str]], 
     }
 
 
+FINER_DEV = "finer_dev"  # the set name of the FiNER sample's dev part (training/finer_sample.py)
+
+
+def known_only(gold: list[str], pred: list[str]) -> tuple[list[str], list[str]]:
+    """Gold and predicted tags with the words of unknown gold label left out of the score (both O)."""
+    return (["O" if g == UNKNOWN else g for g in gold],
+            [p if g != UNKNOWN else "O" for g, p in zip(gold, pred)])
+
+
 def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], config: TaggerConfig, out_dir: Path,
-                  scopes: Sequence[LabelScope | None], batch_size: int = 32, unfiltered: bool = True) -> dict:
-    """Scores on the filtered and (if `unfiltered`: `rows` are all test sentences) the unfiltered
-    test set of each scope; the first scope is the
+                  scopes: Sequence[LabelScope | None], batch_size: int = 32, unfiltered: bool = True,
+                  name: str = "") -> dict:
+    """Scores on the filtered and (if `unfiltered`: `rows` are all sentences of the set) the unfiltered
+    set of each scope; the first scope is the
     model's own (keys `filtered`, `unfiltered`), each further one is read from the same predictions
-    (keys `<scope>_filtered`, ...: e.g. the debt tags of an all-tags model). Writes evaluation.json,
-    summary.md, confusion and error plots into `out_dir`."""
+    (keys `<scope>_filtered`, ...: e.g. the debt tags of an all-tags model). A `name` (another set
+    than the test split, e.g. FINER_DEV) prefixes every key and file. Words of `UNKNOWN` gold label
+    are not scored. Writes <name>evaluation.json, summary.md, confusion and error plots into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    known = set(config.labels)
-    pred_all = predict(logits_fn, tokenizer, rows, config, batch_size=batch_size, desc="test (all sentences)")
+    known = set(config.labels) | {UNKNOWN}
+    scored = predict_scored(logits_fn, tokenizer, rows, config, batch_size=batch_size,
+                            desc=f"{name or 'test'} (all sentences)")
+    raw = [tags for tags, _ in scored]
+    pred_all = [drop_below(tags, scores, config.min_scores) for tags, scores in scored]
     words = [r["tokens"] for r in rows]
     results, tables = {}, []
     for n, scope in enumerate(s for s in scopes if s is not None):
-        prefix = "" if n == 0 else f"{scope.name}_"
-        gold_all = [[t if t in known else "O" for t in scope.restrict(r["ner_tags"])] for r in rows]
-        pred_scope = [scope.restrict(p) for p in pred_all]
+        prefix = (f"{name}_" if name else "") + ("" if n == 0 else f"{scope.name}_")
+        gold_all, pred_scope, raw_scope = [], [], []
+        for r, p, q in zip(rows, pred_all, raw):
+            gold = [t if t in known else "O" for t in scope.restrict(r["ner_tags"])]
+            gold_all.append(known_only(gold, p)[0])
+            pred_scope.append(known_only(gold, scope.restrict(p))[1])
+            raw_scope.append(known_only(gold, scope.restrict(q))[1])
         keep = [i for i, g in enumerate(gold_all) if any(t != "O" for t in g)]
         sets = [("filtered", keep)] + ([("unfiltered", range(len(rows)))] if unfiltered else [])
-        for name, idx in sets:
-            results[prefix + name] = score([words[i] for i in idx], [gold_all[i] for i in idx],
-                                           [pred_scope[i] for i in idx], scope.types, out_dir, prefix + name)
-            results[prefix + name]["index"] = list(idx)
-        tables.append(summary_table(results, scope.types if scope.name != "all" else None, prefix, scope.name))
+        for kind, idx in sets:
+            gold = [gold_all[i] for i in idx]
+            results[prefix + kind] = score([words[i] for i in idx], gold, [pred_scope[i] for i in idx],
+                                           scope.types, out_dir, prefix + kind)
+            results[prefix + kind]["index"] = list(idx)
+            if config.min_scores:  # the same set before the calibrated decision
+                results[prefix + kind]["uncalibrated"] = entity_scores(gold, [raw_scope[i] for i in idx])["micro avg"]
+        tables.append(summary_table(results, scope.types if scope.name != "all" else None, prefix,
+                                    f"{scope.name}, {name}" if name else scope.name))
     groups = {"period year": [str(r.get("period", ""))[:4] or "?" for r in rows],
               "form": [r.get("form") or "?" for r in rows]}
     if any(set(g) != {"?"} for g in groups.values()):  # corpus rows carry them; FiNER's do not
@@ -155,9 +186,10 @@ def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], config: Tagg
     for r in results.values():
         r.pop("counts")
         r.pop("index", None)
-    (out_dir / "evaluation.json").write_text(json.dumps(results, indent=1))
-    (out_dir / "summary.md").write_text("\n\n".join(tables) + "\n")
-    (out_dir / "errors.md").write_text("\n\n".join(
+    stem = f"{name}_" if name else ""
+    (out_dir / f"{stem}evaluation.json").write_text(json.dumps(results, indent=1))
+    (out_dir / f"{stem}summary.md").write_text("\n\n".join(tables) + "\n")
+    (out_dir / f"{stem}errors.md").write_text("\n\n".join(
         f"### {name} test\n\n{error_table(r['errors'])}" for name, r in results.items()) + "\n")
     return results
 
@@ -201,7 +233,7 @@ def summary_table(results: dict, types: Sequence[str] | None = None, prefix: str
     classes = sorted(k for k in u if not k.endswith("avg"))
     if types is not None:
         classes = [c for c in classes if c in types]
-    title = f"**{name or prefix.rstrip('_') or 'model'} scope**, test set: filtered = sentences holding a tag of the scope\n\n"
+    title = f"**{name or prefix.rstrip('_') or 'model'} scope**: filtered = sentences holding a tag of the scope\n\n"
     lines = ["| class | support | P | R | F1 (filtered) [95% CI] | F1 (unfiltered) [95% CI] |", "|---|---:|---:|---:|---:|---:|"]
     for c in [*classes, "micro avg", "macro avg", "weighted avg"]:
         fr, ur = f.get(c, {}), u.get(c, {})
@@ -211,7 +243,22 @@ def summary_table(results: dict, types: Sequence[str] | None = None, prefix: str
                      f"| {fr.get('f1-score', 0):.3f}{_ci(fr_, key, cls) if key or cls else ''} "
                      + (f"| {ur.get('f1-score', 0):.3f}{_ci(ur_, key, cls) if key or cls else ''} |"
                         if ur_ is not fr_ else "| not scored |"))
+    for kind, r in (("filtered", fr_), ("unfiltered", ur_ if ur_ is not fr_ else None)):
+        if r is not None and "uncalibrated" in r:
+            b, a = r["uncalibrated"], r["report"]["micro avg"]
+            lines.append(f"\nCalibrated decision, {kind}: micro P/R/F1 {b['precision']:.3f} / {b['recall']:.3f} / "
+                         f"{b['f1-score']:.3f} before, {a['precision']:.3f} / {a['recall']:.3f} / {a['f1-score']:.3f} after.")
     return title + "\n".join(lines)
+
+
+def run_checklist(tagger: Tagger, out_dir: Path) -> str:
+    """The debt checklist (training/checklist.py) of a model: its table, also written to checklist.md."""
+    from training.checklist import load, score, table
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = "**Debt checklist** (`python -m training.checklist`): sentences right per pattern\n\n" + table(score(tagger, load()))
+    (out_dir / "checklist.md").write_text(text + "\n")
+    return text
 
 
 def load_model(model_dir: str):
@@ -232,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--scope", default=None, help="label scope; default: the model's labels")
     p.add_argument("--report-scope", default=None, help="also score this narrower scope, e.g. 'debt' for an all-tags model")
+    p.add_argument("--finer-sample", default="", help="FiNER question-batch file: its dev part is scored too")
+    p.add_argument("--filtered-only", action="store_true", help="score only the sentences holding a tag of the scope (minutes instead of a quarter hour)")
     p.add_argument("--mlflow", action="store_true", help="log the scores into the model's MLflow run (from its mlflow.json)")
     p.add_argument("--tracking-uri", default="sqlite:///mlruns.db")
     p.add_argument("--max-samples", type=int, default=None)
@@ -261,8 +310,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise DataError(f"--mlflow: {record} not found (the model was not trained with MLflow tracking)")
             run_id = json.loads(record.read_text())["run_id"]
         report_scope = LabelScope.parse(a.report_scope) if a.report_scope else None
-        results = evaluate_rows(torch_logits(model), plain_tokenizer(tokenizer.backend_tokenizer), rows, config, out,
-                                [scope, report_scope], a.batch_size)
+        logits, plain = torch_logits(model), plain_tokenizer(tokenizer.backend_tokenizer)
+        if a.filtered_only:
+            rows = [r for r in rows if scope.covers(r["ner_tags"])]
+        results = evaluate_rows(logits, plain, rows, config, out, [scope, report_scope], a.batch_size,
+                                unfiltered=not a.filtered_only)
+        if a.finer_sample:
+            from training.finer_sample import load_sample
+
+            results |= evaluate_rows(logits, plain, load_sample(a.finer_sample)["dev"], config, out,
+                                     [scope, report_scope], a.batch_size, name=FINER_DEV)
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -271,7 +328,10 @@ def main(argv: list[str] | None = None) -> int:
 
         log_evaluation(a.tracking_uri, run_id, results, out)
         print(f"logged into MLflow run {run_id}")
-    print((out / "summary.md").read_text())
+    for summary in ("summary.md", f"{FINER_DEV}_summary.md" if a.finer_sample else ""):
+        if summary:
+            print((out / summary).read_text())
+    print(run_checklist(Tagger(plain, config, logits), out))
     print(f"written: {out}/evaluation.json, summary.md, errors.md, confusion_*.png, errors_*.png")
     return 0
 

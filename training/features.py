@@ -10,6 +10,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from finer.labels import UNKNOWN
 from finer.serving import ServingSpec
 from finer.windows import make_windows
 from finer.words import is_number, shape_numbers
@@ -51,7 +52,7 @@ def windows_with_labels(
             words = [shape_numbers(r["tokens"], shapes) if shapes else r["tokens"] for r in batch]
             enc = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
             for j, row in enumerate(batch):
-                ids = [label2id[t] for t in row["ner_tags"]]
+                ids = [IGNORE if t == UNKNOWN else label2id[t] for t in row["ner_tags"]]
                 loose = ({k for k, t in enumerate(row["ner_tags"]) if t == "O" and is_number(row["tokens"][k])}
                          if numeric_o_weight != 1.0 else set())
                 for w in make_windows(enc["input_ids"][j], enc.word_ids(j), cls_id=cls_id, sep_id=sep_id,
@@ -75,7 +76,7 @@ def _labels(window, word_labels: list[int], inside: dict[int, int] | None) -> li
     for word, own in zip(window.token_words, window.owned):
         if own:
             out.append(word_labels[word])
-        elif inside is not None and word in owned_words:
+        elif inside is not None and word in owned_words and word_labels[word] != IGNORE:
             out.append(inside[word_labels[word]])
         else:
             out.append(IGNORE)

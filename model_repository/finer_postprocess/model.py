@@ -2,7 +2,8 @@
 
 The words come back from WORD_SPANS (preprocess split them), tags are decoded by
 `finer.pipeline.decode` (per-word probabilities from the window that owns each word, strict IOB2),
-and labels are read from finer.json in this version's own folder (written by export with the model). The optional
+and labels and the calibrated minimum scores are read from finer.json in this version's own folder
+(written by export with the model). The optional
 LABELS input (scope names such as `debt`, or FiNER types) narrows the answer to those types: one
 all-tags model serves every view.
 """
@@ -21,13 +22,13 @@ from finer.steps import RequestError, get, respond
 from finer.words import Word
 
 
-def entities_json(texts: list[str], logits: np.ndarray, word_ids: np.ndarray, spans: np.ndarray, labels,
-                  keep: frozenset[str] | None = None) -> list[bytes]:
-    """One JSON array per document; with `keep`, only entities of those types."""
+def entities_json(texts: list[str], logits: np.ndarray, word_ids: np.ndarray, spans: np.ndarray,
+                  config: TaggerConfig, keep: frozenset[str] | None = None) -> list[bytes]:
+    """One JSON array per document, with the model's calibrated decision; with `keep`, only entities of those types."""
     documents = [[] for _ in texts]
     for d, start, end in spans.tolist():
         documents[d].append(Word(texts[d][start:end], start, end))
-    found = decode(texts, documents, logits, word_ids, labels)
+    found = decode(texts, documents, logits, word_ids, config.labels, config.min_scores)
     return [json.dumps([e.to_dict() for e in doc if keep is None or e.label in keep], ensure_ascii=False).encode("utf-8")
             for doc in found]
 
@@ -69,8 +70,9 @@ def check_tensors(texts: list[str], logits: np.ndarray, word_ids: np.ndarray, sp
 class TritonPythonModel:
     def initialize(self, args):
         folder = Path(args["model_repository"]) / args["model_version"]  # this version's own finer.json
-        self.labels = TaggerConfig.load(folder).labels
-        pb_utils.Logger.log_info(f"finer_postprocess: {len(self.labels)} labels from {folder}")
+        self.config = TaggerConfig.load(folder)
+        pb_utils.Logger.log_info(f"finer_postprocess: {len(self.config.labels)} labels, "
+                                 f"{len(self.config.min_scores)} calibrated minimum scores from {folder}")
 
     def execute(self, requests):
         return respond(pb_utils, requests, self.answer, "finer_postprocess")
@@ -81,7 +83,7 @@ class TritonPythonModel:
 
         texts = [text(t) for t in get(pb_utils, request, "TEXT").reshape(-1)]
         logits, word_ids, spans = (get(pb_utils, request, n) for n in ("LOGITS", "WORD_IDS", "WORD_SPANS"))
-        check_tensors(texts, logits, word_ids, spans, len(self.labels))
+        check_tensors(texts, logits, word_ids, spans, len(self.config.labels))
         keep = wanted_types(get(pb_utils, request, "LABELS"))
-        out = entities_json(texts, logits, word_ids, spans, self.labels, keep)
+        out = entities_json(texts, logits, word_ids, spans, self.config, keep)
         return [pb_utils.Tensor("ENTITIES", np.array(out, dtype=np.object_))]
