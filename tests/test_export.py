@@ -4,12 +4,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from finer.labels import LabelScope
+
+STATED = "DebtInstrumentInterestRateStatedPercentage"
 from finer.pipeline import TaggerConfig, encode, load_tokenizer
 from finer.words import split_words
 from tiny_model import WORDS, build_tiny_model
@@ -276,3 +279,12 @@ def test_falls_back_to_the_dynamo_exporter_for_architectures_optimum_lacks(tiny,
     info = json.loads((version / "export.json").read_text())
     assert info["exporter"].startswith("torch.onnx dynamo")
     assert info["parity"]["optimised"]["max_abs_diff"] <= 1e-4
+
+
+def test_the_calibrated_minimum_scores_travel_to_every_step(tiny, tmp_path):
+    model = tmp_path / "calibrated"
+    shutil.copytree(tiny, model)
+    (model / "finer.json").write_text(json.dumps({"min_scores": {STATED: 0.6}}))  # as training writes it, in part
+    version = export_model(model, tmp_path / "repo")
+    for step in ("finer_model", "finer_postprocess"):
+        assert TaggerConfig.load(tmp_path / "repo" / step / version.name).min_scores == {STATED: 0.6}, step

@@ -113,7 +113,7 @@ def load_classifier(path: Path):
 def tagger_settings(path: Path, tokenizer, labels: list[str], model_config, max_length: int | None,
                     stride: int | None) -> TaggerConfig:
     """finer.json for serving: window settings from the flags, else the training run's finer.json, else the
-    serving spec's defaults."""
+    serving spec's defaults; the calibrated minimum scores from the training run's finer.json."""
     from training.features import tagger_config
 
     trained = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
@@ -129,4 +129,5 @@ def tagger_settings(path: Path, tokenizer, labels: list[str], model_config, max_
     if None in (config.cls_id, config.sep_id, config.pad_id):
         raise ExportError(f"{path}: the tokenizer has no cls/bos, sep/eos or pad token id; windows need all three")
     config.buckets = buckets_for(max_length)
+    config.min_scores = trained.get("min_scores", {})  # the calibrated decision travels with the model
     return config
