@@ -179,7 +179,7 @@ def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], config: Tagg
     groups = {"period year": [str(r.get("period", ""))[:4] or "?" for r in rows],
               "form": [r.get("form") or "?" for r in rows]}
     if any(set(g) != {"?"} for g in groups.values()):  # corpus rows carry them; FiNER's do not
-        for name, r in results.items():
+        for r in results.values():
             idx = r.pop("index")
             r["by_group"] = {kind: group_scores(r["counts"], [g[i] for i in idx]) for kind, g in groups.items()}
         tables.append(group_table(results))
