@@ -4,6 +4,7 @@
     python -m training.compare --runs base,shapes20     # by run name, in this order
     python -m training.compare --scope debt             # the debt tags, also read from all-tags runs
     python -m training.compare --scope debt --baseline base   # + each run's effect, paired bootstrap
+    python -m training.compare --scope debt --set finer_dev   # on the FiNER sample's dev part
 
 Scores are the held-out companies' test split (never used for model selection): `filtered` =
 sentences holding a tag of the scope (the seed's setting), `unfiltered` = every sentence.
@@ -45,9 +46,11 @@ def _f1(m: dict, key: str) -> str:
     return f"{m[key]:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
 
 
-def _prefix(run, scope: str | None) -> str:
-    """'' for the model's own scope, '<scope>_' for a narrower scope read from a wider model."""
-    return "" if scope is None or run.data.params.get("finer.scope") == scope else f"{scope}_"
+def _prefix(run, scope: str | None, dataset: str = "test") -> str:
+    """'' for the model's own scope on the test split, '<scope>_' for a narrower scope read from a wider
+    model, each behind '<dataset>_' for another scored set (finer_dev: the FiNER sample's dev part)."""
+    own = scope is None or run.data.params.get("finer.scope") == scope
+    return ("" if dataset == "test" else f"{dataset}_") + ("" if own else f"{scope}_")
 
 
 @lru_cache(maxsize=None)  # the baseline's counts serve every row
@@ -64,18 +67,18 @@ def _counts(tracking_uri: str, run_id: str, name: str):
     return load_counts(path)[0]
 
 
-def _delta(tracking_uri: str, run, base, scope: str | None, test: str) -> str:
+def _delta(tracking_uri: str, run, base, scope: str | None, test: str, dataset: str = "test") -> str:
     from training.confidence import paired_difference
 
-    a = _counts(tracking_uri, base.info.run_id, _prefix(base, scope) + test)
-    b = _counts(tracking_uri, run.info.run_id, _prefix(run, scope) + test)
+    a = _counts(tracking_uri, base.info.run_id, _prefix(base, scope, dataset) + test)
+    b = _counts(tracking_uri, run.info.run_id, _prefix(run, scope, dataset) + test)
     if a is None or b is None or a.shape != b.shape:
         return "-"
     point, lo, hi = paired_difference(a, b)
     return f"{point:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
-def table(runs: list, scope: str | None = None, baseline=None, tracking_uri: str = "") -> str:
+def table(runs: list, scope: str | None = None, baseline=None, tracking_uri: str = "", dataset: str = "test") -> str:
     head = "| run | options | micro-F1 filtered [95% CI] | macro-F1 filtered [95% CI] | micro-F1 unfiltered [95% CI] "
     rule = "|---|---|---:|---:|---:|"
     if baseline is not None:
@@ -85,27 +88,27 @@ def table(runs: list, scope: str | None = None, baseline=None, tracking_uri: str
     for r in runs:
         m, p = r.data.metrics, r.data.params
         # a narrower scope read from a wider model is logged as test_<scope>_...; the model's own as test_...
-        prefix = "test_" + _prefix(r, scope)
+        prefix = "test_" + _prefix(r, scope, dataset)
         if f"{prefix}filtered_micro_f1" not in m:
             continue
         row = (f"| {r.info.run_name} | {describe(p)}{'' if not _prefix(r, scope) else f' (read as {scope})'} "
                f"| {_f1(m, prefix + 'filtered_micro_f1')} | {_f1(m, prefix + 'filtered_macro_f1')} "
                f"| {_f1(m, prefix + 'unfiltered_micro_f1')} ")
         if baseline is not None:
-            row += "".join(f"| {_delta(tracking_uri, r, baseline, scope, t) if r.info.run_id != baseline.info.run_id else '(baseline)'} "
+            row += "".join(f"| {_delta(tracking_uri, r, baseline, scope, t, dataset) if r.info.run_id != baseline.info.run_id else '(baseline)'} "
                            for t in ("filtered", "unfiltered"))
         lines.append(row + f"| {m.get('train_minutes', 0):.1f} | {r.info.run_id[:8]} |")
     return "\n".join(lines)
 
 
-def per_class(runs: list, types: list[str], scope: str | None = None) -> str:
-    """F1 per type on the filtered test set, one column per run."""
+def per_class(runs: list, types: list[str], scope: str | None = None, dataset: str = "test") -> str:
+    """F1 per type on the filtered set, one column per run."""
     rows = [r for r in runs if any(k.endswith(tuple(types)) for k in r.data.metrics)]
     lines = ["| type | " + " | ".join(r.info.run_name for r in rows) + " |", "|---|" + "---:|" * len(rows)]
     for t in types:
         cells = []
         for r in rows:
-            key = f"test_{_prefix(r, scope)}filtered_f1.{t}"
+            key = f"test_{_prefix(r, scope, dataset)}filtered_f1.{t}"
             cells.append(f"{r.data.metrics[key]:.3f}" if key in r.data.metrics else "-")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="", help="comma-separated run names (default: all finished runs)")
     p.add_argument("--scope", default=None, help="score this scope, read from wider runs too (e.g. debt)")
     p.add_argument("--baseline", default="", help="run name to measure each run's effect against (paired bootstrap)")
+    p.add_argument("--set", default="test", choices=["test", "finer_dev"], help="the scored set: the test split or the FiNER sample's dev part")
     p.add_argument("--experiment", default="finer")
     p.add_argument("--tracking-uri", default="sqlite:///mlruns.db")
     a = p.parse_args(argv)
@@ -147,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(table(runs, a.scope, baseline, a.tracking_uri))
+    print(table(runs, a.scope, baseline, a.tracking_uri, a.set))
     if types:
         print()
-        print(per_class(runs, types, a.scope))
+        print(per_class(runs, types, a.scope, a.set))
     return 0
 
 

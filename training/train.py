@@ -331,7 +331,7 @@ def run(a: TrainArgs) -> int:
         if dev_rows:  # FiNER-era sentences: every score of the test split comes with this one
             results |= ev.evaluate_rows(logits, plain, dev_rows, config, out / "evaluation", [scope, report_scope],
                                         batch_size=a.eval_batch_size, name=ev.FINER_DEV)
-        if scope.covers(["B-" + t for t in DEBT_TYPES]):  # logged with the evaluation folder
+        if set(DEBT_TYPES) & set(scope.types):  # logged with the evaluation folder
             print(ev.run_checklist(Tagger(plain, config, logits), out / "evaluation"))
         version = log_results(run, results, out / "evaluation", model_dir, a.registered_model,
                               {"train_minutes": train_minutes, "best_validation_f1": best or 0.0,
