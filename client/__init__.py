@@ -4,10 +4,11 @@ Needs numpy and tritonclient only (`pip install ".[client]"`; `finer.windows` fo
 nothing here imports torch or transformers. `client.batch` (a folder of filings over several servers)
 also reads filings with the corpus builder's `training.ixbrl` (lxml: `pip install ".[batch]"`).
 """
-from client.errors import FinerError, InvalidInput, ModelNotReady, RequestTimeout, ServerError, ServerUnreachable
+from client.errors import FinerError, InvalidInput, ModelNotReady, RequestTimeout, ServerError, ServerOverloaded, \
+    ServerUnreachable
 from client.plan import Entity, Limits
 from client.protocol import Health, Metadata
 from client.sync import FinerClient
 
 __all__ = ["FinerClient", "Entity", "Health", "Metadata", "Limits", "FinerError", "ServerUnreachable",
-           "ModelNotReady", "InvalidInput", "RequestTimeout", "ServerError"]
+           "ModelNotReady", "InvalidInput", "RequestTimeout", "ServerError", "ServerOverloaded"]

@@ -11,9 +11,10 @@ import asyncio
 from typing import Sequence
 
 from client import plan as planner
-from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, timed_out, translate
+from client.errors import FinerError, InvalidInput, RequestTimeout, ServerOverloaded, ServerUnreachable, retry_pause, \
+    timed_out, translate
 from client.plan import Entity, Limits, Piece
-from client.protocol import BACKOFF_S, ClientSettings, grpc_channel_args, Health, Metadata, config_json, entities_payloads, \
+from client.protocol import ClientSettings, grpc_channel_args, Health, Metadata, config_json, entities_payloads, \
     LABELS_MODEL, label_list, labels_from, metadata_from, step_names, request_inputs
 
 
@@ -21,9 +22,9 @@ class AsyncFinerClient(ClientSettings):
     _aio = True
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", model: str = "finer", model_version: str = "",
-                 timeout: float = 30.0, retries: int = 3, concurrency: int = 4):
+                 timeout: float = 30.0, retries: int = 3, concurrency: int = 4, on_overload=None):
         """As `FinerClient`; make it inside the event loop that uses it (aiohttp/grpc.aio bind to it)."""
-        super().__init__(url, protocol, model, model_version, timeout, retries, concurrency)
+        super().__init__(url, protocol, model, model_version, timeout, retries, concurrency, on_overload)
         self._client = None
         self._semaphore = asyncio.Semaphore(concurrency)
 
@@ -58,18 +59,24 @@ class AsyncFinerClient(ClientSettings):
         return {"client_timeout": self.timeout, **({"as_json": True} if as_json else {})}
 
     async def _call(self, what, retry: bool = True):
-        """`await what(client)` with typed errors; retried after 0.1, 0.2, 0.4 s ... only if unreachable."""
-        for attempt in range(self.retries + 1):
+        """`await what(client)` with typed errors; retried as `client.errors.retry_pause` says (`tag`
+        bounds the whole call by the timeout)."""
+        attempts = refusals = 0
+        while True:
             try:
                 # grpc.aio and aiohttp enforce the timeout too; this bounds the whole exchange.
                 return await asyncio.wait_for(what(self._get_client()), self.timeout + 1)
             except Exception as e:
                 error = translate(e, url=self.url, protocol=self.protocol, model=self.model, timeout=self.timeout,
-                                  attempts=attempt + 1)
-                if retry and isinstance(error, ServerUnreachable) and attempt < self.retries:
-                    await asyncio.sleep(BACKOFF_S * 2 ** attempt)
-                    continue
-                raise error from e
+                                  attempts=attempts + 1)
+                refused = isinstance(error, ServerOverloaded)
+                attempts, refusals = attempts + (not refused), refusals + refused
+                if refused and self.on_overload is not None:
+                    self.on_overload(error)
+                pause = retry_pause(error, attempts, refusals, self.retries) if retry else None
+                if pause is None:
+                    raise error from e
+                await asyncio.sleep(pause)
 
     async def _config(self) -> dict:
         answer = await self._call(lambda c: c.get_model_config(self.model, self.model_version, **self._kwargs(True)))

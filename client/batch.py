@@ -225,7 +225,8 @@ def parser() -> argparse.ArgumentParser:
                                                   "(default 127.0.0.1:8001 for gRPC, 127.0.0.1:8000 for HTTP)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="grpc")
     p.add_argument("--labels", help="only these types: scope names (debt, all) or FiNER types, comma-separated")
-    p.add_argument("--concurrency", type=int, help="tag() calls in flight over all replicas (default 2 per replica)")
+    p.add_argument("--concurrency", type=int, help="most tag() calls in flight over all replicas (default 2 per replica; "
+                                                   "halved while a server refuses for load, regained as it answers)")
     p.add_argument("--timeout", type=float, default=60.0, help=f"seconds one call of {CHUNK} passages may take on one replica")
     p.add_argument("--patience", type=float, default=120.0,
                    help="seconds without any replica answering before the run stops (resume it later)")
@@ -251,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidInput as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    with Replicas(urls, args.protocol, timeout=args.timeout, patience_s=args.patience) as replicas:
-        batch = Batch(args.files, args.out, replicas, labels, args.concurrency or 2 * len(urls))
+    concurrency = args.concurrency or 2 * len(urls)
+    with Replicas(urls, args.protocol, timeout=args.timeout, patience_s=args.patience,
+                  calls_in_flight=concurrency) as replicas:
+        batch = Batch(args.files, args.out, replicas, labels, concurrency)
         todo = batch.todo()
         bar = tqdm(total=len(todo), unit="filing", desc=f"tagging over {len(urls)} server{'s' * (len(urls) > 1)}",
                    file=sys.stderr)

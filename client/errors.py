@@ -6,7 +6,10 @@ callers catch `FinerError` (or a subclass) whichever protocol they use.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
+
+from finer.serving import ERROR_OVERLOADED, has_code
 
 
 class FinerError(Exception):
@@ -25,6 +28,15 @@ class InvalidInput(FinerError):
     """The documents themselves are wrong (checked before sending, or refused by the server)."""
 
 
+class ServerOverloaded(FinerError):
+    """The server refused the request for load (`[overloaded]`); retried after its hint, with jitter,
+    until the call's deadline."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class RequestTimeout(FinerError):
     """No answer within the timeout. Not retried: the server may still be working on the request."""
 
@@ -40,6 +52,7 @@ _NOT_FOUND = {"StatusCode.NOT_FOUND", "404"}
 _INVALID = {"StatusCode.INVALID_ARGUMENT", "400", "413", "StatusCode.RESOURCE_EXHAUSTED"}
 # Triton answers 400 / INVALID_ARGUMENT for these too; they are about the model, not the input.
 _MODEL_MESSAGE = re.compile(r"unknown model|is not found|is not ready|unavailable model|no version is available")
+_RETRY_AFTER = re.compile(r"retry after ([\d.]+) s")
 
 
 def translate(error: BaseException, *, url: str, protocol: str, model: str, timeout: float,
@@ -53,6 +66,9 @@ def translate(error: BaseException, *, url: str, protocol: str, model: str, time
     tries = f"; {attempts} attempts" if attempts > 1 else ""
     if isinstance(error, InferenceServerException):
         status, detail = str(error.status()), error.message() or str(error)
+        if status == "429" or has_code(detail, ERROR_OVERLOADED):
+            hint = _RETRY_AFTER.search(detail)
+            return ServerOverloaded(f"{where} is at capacity: {detail}", float(hint.group(1)) if hint else 1.0)
         detail = re.sub(r"^\[[^\]]*\] ", "", detail)
         if status in _UNREACHABLE:
             return unreachable(where, detail + tries)
@@ -73,6 +89,23 @@ def translate(error: BaseException, *, url: str, protocol: str, model: str, time
     if isinstance(error, OSError):
         return unreachable(where, f"{type(error).__name__}: {error}" + tries)
     return ServerError(f"unexpected answer from {where} ({type(error).__name__}: {error}): see the server's log")
+
+
+OVERLOAD_ATTEMPTS = 20  # refusals for load one request takes before the caller gets ServerOverloaded
+
+
+BACKOFF_S = 0.1  # first pause before retrying an unreachable server; doubled each time
+
+
+def retry_pause(error: FinerError, attempts: int, refusals: int, retries: int) -> float | None:
+    """Seconds to wait before sending again, or None: give the caller `error`. `attempts`: failed
+    connections so far, `refusals`: refusals for load so far (this one included)."""
+    if isinstance(error, ServerOverloaded):
+        # The server's hint with +-50% jitter, so refused clients do not come back all at once.
+        return max(0.05, error.retry_after_s * random.uniform(0.5, 1.5)) if refusals < OVERLOAD_ATTEMPTS else None
+    if isinstance(error, ServerUnreachable) and attempts <= retries:
+        return BACKOFF_S * 2 ** (attempts - 1)
+    return None
 
 
 def unreachable(where: str, detail: str) -> ServerUnreachable:

@@ -7,6 +7,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 from finer.labels import ScopeError, requested_types
+from finer.serving import GRPC_RECONNECT
 
 from client.errors import InvalidInput
 from client.plan import Limits
@@ -15,11 +16,6 @@ PROTOCOLS = ("grpc", "http")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 INPUT, OUTPUT = "TEXT", "ENTITIES"
 LABELS_INPUT = "LABELS"  # optional: narrow the answer to scope names or FiNER types
-BACKOFF_S = 0.1  # first pause before a retry; doubled each time
-# gRPC waits up to 120 s between reconnect attempts by default; at most 0.5 s here, so a restarted
-# server is used within about a second of being ready. (The minimum stays: gRPC also uses it as
-# the time one connection attempt may take.)
-GRPC_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
 
 
 def grpc_channel_args() -> list[tuple]:
@@ -75,9 +71,10 @@ class ClientSettings:
     _aio = False
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", model: str = "finer", model_version: str = "",
-                 timeout: float = 30.0, retries: int = 3, concurrency: int = 4):
+                 timeout: float = 30.0, retries: int = 3, concurrency: int = 4, on_overload=None):
         self.url = check_settings(url, protocol, timeout, retries, concurrency)
         self.protocol, self.model, self.model_version = protocol, model, model_version
+        self.on_overload = on_overload  # called with each refusal for load (ServerOverloaded), before the retry
         self.timeout, self.retries, self.concurrency = float(timeout), retries, concurrency
         self._module = importlib.import_module(f"tritonclient.{protocol}{'.aio' if self._aio else ''}")
         self._limits: Limits | None = None

@@ -7,6 +7,10 @@ a call that failed is simply made again on the next replica. A call fails only w
 has answered for `patience_s` seconds (ServerUnreachable), or with what a working server said of
 the documents themselves (InvalidInput, ServerError).
 
+The calls in flight over all replicas adapt to what the servers take (`Pace`): halved when a server
+refuses a request for load (`[overloaded]`), one more after as many answered calls in a row, up to
+`calls_in_flight`.
+
     with Replicas(["10.0.0.5:8001", "10.0.0.6:8001"]) as replicas:
         entities = replicas.tag(["The notes bear 7.00% interest."])
 """
@@ -17,13 +21,49 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from client.errors import ModelNotReady, RequestTimeout, ServerUnreachable
+from client.errors import ModelNotReady, RequestTimeout, ServerOverloaded, ServerUnreachable
 from client.plan import Entity
 from client.sync import FinerClient
 
 REST_S = (1.0, 30.0)  # first and longest rest of a failing replica
-# Worth another replica at once: the server is down, restarting, without the model, or stuck.
-PASSING = (ServerUnreachable, ModelNotReady, RequestTimeout)
+# Worth another replica at once: the server is down, restarting, without the model, stuck, or full.
+PASSING = (ServerUnreachable, ModelNotReady, RequestTimeout, ServerOverloaded)
+CUT_EVERY_S = 1.0  # refusals within this long of a cut are one signal: halve once
+
+
+class Pace:
+    """Additive increase, multiplicative decrease of the calls in flight, between 1 and `most`."""
+
+    def __init__(self, most: int):
+        self.most = self.limit = max(1, most)
+        self.in_use = self.streak = self.cuts = 0
+        self._last_cut = float("-inf")
+        self._turn = threading.Condition()
+
+    def __enter__(self) -> "Pace":
+        with self._turn:
+            self._turn.wait_for(lambda: self.in_use < self.limit)
+            self.in_use += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._turn:
+            self.in_use -= 1
+            self._turn.notify_all()
+
+    def overloaded(self, error: ServerOverloaded | None = None) -> None:
+        with self._turn:
+            now = time.monotonic()
+            if now - self._last_cut >= CUT_EVERY_S:
+                self.limit, self.streak, self._last_cut = max(1, self.limit // 2), 0, now
+                self.cuts += 1
+
+    def answered(self) -> None:
+        with self._turn:
+            self.streak += 1
+            if self.streak >= self.limit and self.limit < self.most:
+                self.limit, self.streak = self.limit + 1, 0
+                self._turn.notify_all()
 
 
 @dataclass
@@ -42,13 +82,15 @@ class Replica:
 
 class Replicas:
     def __init__(self, urls: Sequence[str], protocol: str = "grpc", timeout: float = 60.0, patience_s: float = 120.0,
-                 concurrency: int = 2):
+                 concurrency: int = 2, calls_in_flight: int = 4):
         """`timeout` bounds one call to one replica; `concurrency` is each client's requests in flight
-        within one call (the caller's threads add to it)."""
+        within one call; `calls_in_flight` the most `tag()` calls of the caller's threads at once."""
         if not urls:
             raise ValueError("give at least one server URL")
+        self.pace = Pace(calls_in_flight)
         # One quick retry in the client itself: a replica that stays unreachable is this class's business.
-        self.replicas = [Replica(url, FinerClient(url, protocol, timeout=timeout, retries=1, concurrency=concurrency))
+        self.replicas = [Replica(url, FinerClient(url, protocol, timeout=timeout, retries=1, concurrency=concurrency,
+                                                  on_overload=self.pace.overloaded))
                          for url in urls]
         self.patience_s = patience_s
         self._turn = 0
@@ -70,10 +112,12 @@ class Replicas:
         while True:
             replica = self._next(waited_since)
             try:
-                found = replica.client.tag(texts, labels=labels)
+                with self.pace:
+                    found = replica.client.tag(texts, labels=labels)
             except PASSING as e:
                 self._rest(replica, e)
                 continue
+            self.pace.answered()
             with self._lock:
                 replica.calls += 1
                 replica.rest_s = 0.0
@@ -105,4 +149,5 @@ class Replicas:
         """One line: each replica's answered calls and failures, and the last error of those resting."""
         now = time.monotonic()
         return "; ".join(f"{r.url}: {r.calls} calls, {r.failures} failed"
-                         + (f", resting ({r.last_error})" if r.resting(now) else "") for r in self.replicas)
+                         + (f", resting ({r.last_error})" if r.resting(now) else "") for r in self.replicas) \
+            + (f"; calls in flight cut {self.pace.cuts} times for load, now {self.pace.limit}" if self.pace.cuts else "")

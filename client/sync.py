@@ -17,19 +17,22 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Sequence
 
 from client import plan as planner
-from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
+from client.errors import FinerError, InvalidInput, RequestTimeout, ServerOverloaded, ServerUnreachable, retry_pause, \
+    translate
 from client.plan import Entity, Limits, Piece
-from client.protocol import BACKOFF_S, ClientSettings, grpc_channel_args, Health, Metadata, config_json, entities_payloads, \
+from client.protocol import ClientSettings, grpc_channel_args, Health, Metadata, config_json, entities_payloads, \
     LABELS_MODEL, label_list, labels_from, metadata_from, step_names, request_inputs
 
 
 class FinerClient(ClientSettings):
     def __init__(self, url: str | None = None, protocol: str = "grpc", model: str = "finer", model_version: str = "",
-                 timeout: float = 30.0, retries: int = 3, concurrency: int = 4):
+                 timeout: float = 30.0, retries: int = 3, concurrency: int = 4, on_overload=None):
         """`url` is host:port (default 127.0.0.1:8001 for gRPC, :8000 for HTTP). `timeout` bounds each
-        request; `retries` re-sends (with exponential backoff) only when the server cannot be reached.
-        Nothing is sent until the first call; the server's limits are read then, from the model config."""
-        super().__init__(url, protocol, model, model_version, timeout, retries, concurrency)
+        call; `retries` re-sends (with exponential backoff) when the server cannot be reached. A request
+        the server refuses for load (`[overloaded]`) is sent again after the server's hint, with jitter,
+        until the call's deadline (`on_overload(error)` hears of each refusal). Nothing is sent until
+        the first call; the server's limits are read then, from the model config."""
+        super().__init__(url, protocol, model, model_version, timeout, retries, concurrency, on_overload)
         self._local = threading.local()
         self._clients: list = []
         self._lock = threading.Lock()
@@ -102,9 +105,10 @@ class FinerClient(ClientSettings):
 
     def _call(self, what, retry: bool = True, deadline: float | None = None):
         """`what(client, kwargs)` with typed errors, all attempts within `deadline` (time.monotonic();
-        default: the timeout from now); retried after 0.1, 0.2, 0.4 s ... only if unreachable."""
+        default: the timeout from now); retried as `client.errors.retry_pause` says."""
         deadline = deadline or time.monotonic() + self.timeout
-        for attempt in range(self.retries + 1):
+        attempts = refusals = 0
+        while True:
             try:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -112,13 +116,15 @@ class FinerClient(ClientSettings):
                 return self._within(remaining, what)
             except Exception as e:
                 error = translate(e, url=self.url, protocol=self.protocol, model=self.model, timeout=self.timeout,
-                                  attempts=attempt + 1)
-                pause = BACKOFF_S * 2 ** attempt
-                if (retry and isinstance(error, ServerUnreachable) and attempt < self.retries
-                        and time.monotonic() + pause < deadline):
-                    time.sleep(pause)
-                    continue
-                raise error from e
+                                  attempts=attempts + 1)
+                refused = isinstance(error, ServerOverloaded)
+                attempts, refusals = attempts + (not refused), refusals + refused
+                if refused and self.on_overload is not None:
+                    self.on_overload(error)
+                pause = retry_pause(error, attempts, refusals, self.retries) if retry else None
+                if pause is None or time.monotonic() + pause >= deadline:
+                    raise error from e
+                time.sleep(pause)
 
     def _config(self, deadline: float | None = None) -> dict:
         json_kw = {"as_json": True} if self.protocol == "grpc" else {}

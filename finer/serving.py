@@ -23,6 +23,7 @@ ERROR_TOO_BIG = "too_big"  # the request needs more windows or documents than on
 ERROR_BAD_TEXT = "bad_text"  # TEXT is not UTF-8
 ERROR_BAD_LABELS = "bad_labels"  # LABELS names an unknown scope or type
 ERROR_BAD_INPUT = "bad_input"  # a tensor sent straight to a step does not fit its contract
+ERROR_OVERLOADED = "overloaded"  # the front door admits no more work now: retry after the hint (server/admission.py)
 
 # UTF-8's longest code point: the client bounds a request at one sub-token per character, so a
 # request within max_windows windows never holds more than max_windows * max_length * 4 bytes.
@@ -30,6 +31,10 @@ MAX_UTF8_BYTES = 4
 # A body carries TEXT as JSON (escapes at most double UTF-8's bytes; \u00XX for control characters
 # is 6 per byte, but those are rare) or as raw bytes with a small header.
 BODY_PER_TEXT_BYTE = 8
+# gRPC waits up to 120 s between reconnect attempts by default; at most 0.5 s for the client and the
+# front door, so a restarted server is used within about a second of being ready. (The minimum
+# stays: gRPC also uses it as the time one connection attempt may take.)
+GRPC_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
 
 
 def coded(code: str, message: str) -> str:

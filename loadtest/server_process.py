@@ -15,9 +15,8 @@ from pathlib import Path
 
 import psutil
 
-from server.triton import free_port
+from server.triton import STUB, free_port
 
-STUB = "triton_python_backend_stub"
 INSTANCE = re.compile(r"^[A-Za-z][\w-]*_\d+_\d+$")
 
 
@@ -71,9 +70,14 @@ class ServerProcess:
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    @property
+    def output(self) -> Path:
+        """What `python -m server` printed and logged (the supervisor's restarts among it)."""
+        return self.log_file.with_suffix(".out")
+
     def start(self) -> "ServerProcess":
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self._output = open(self.log_file.with_suffix(".out"), "w")
+        self._output = open(self.output, "w")
         self.launcher = subprocess.Popen(
             [sys.executable, "-m", "server", "--model-repository", str(self.repository),
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
@@ -88,7 +92,7 @@ class ServerProcess:
         while time.monotonic() - started < self.timeout_s:
             if self.launcher.poll() is not None:
                 raise ServerExited(f"the server exited with code {self.launcher.returncode}; "
-                                   f"see {self.log_file.with_suffix('.out')} and {self.log_file}")
+                                   f"see {self.output} and {self.log_file}")
             try:
                 with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as answer:
                     if answer.status == 200:

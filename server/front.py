@@ -22,15 +22,15 @@ import threading
 from pathlib import Path
 
 from server.admin import operator_key
-from server.service import Fronts, max_body_bytes
+from server.service import Fronts, admission_for, max_body_bytes
 from server.supervisor import Supervisor
 from server.triton import DEFAULT_REPOSITORY
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m server.front", description=__doc__.split("\n\n")[0])
-    p.add_argument("--triton-http", default="127.0.0.1:8000", help="Triton's HTTP endpoint, host:port")
-    p.add_argument("--triton-grpc", default="127.0.0.1:8001", help="Triton's gRPC endpoint, host:port")
+    p.add_argument("--triton-http", default="127.0.0.1:8000", help="Triton's HTTP endpoint, host:port or unix:/path")
+    p.add_argument("--triton-grpc", default="127.0.0.1:8001", help="Triton's gRPC endpoint, host:port or unix:/path:port")
     p.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
                    help="the model repository Triton serves (its ensemble config holds max_body_bytes)")
     p.add_argument("--address", default="127.0.0.1", help="where the front doors listen (0.0.0.0 in a container)")
@@ -44,10 +44,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s", level=logging.INFO, stream=sys.stderr)
     key = operator_key()
-    triton_http = "http://" + args.triton_http.removeprefix("http://")
-    watch = Supervisor(None, interval_s=args.canary_interval, triton_http=triton_http)
+    triton_http = args.triton_http if args.triton_http.startswith("unix:") else "http://" + args.triton_http.removeprefix("http://")
+    admission = admission_for(args.repository)
+    watch = Supervisor(None, interval_s=args.canary_interval, triton_http=triton_http, busy=admission.busy)
     fronts = Fronts(triton_http, args.triton_grpc, (args.address, args.http_port), (args.address, args.grpc_port),
-                    max_body_bytes(args.repository), watch.health, (key, key or ""))
+                    max_body_bytes(args.repository), watch.health, (key, key), admission)
     done = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: done.set())

@@ -4,9 +4,11 @@
         ...
 
 Clients talk to the front doors on the public ports (`server.front_http`, `server.front_grpc`);
-tritonserver listens on free loopback ports that only they and the supervisor use. The metrics
-port is Triton's own (read-only Prometheus text). The body limit is the ensemble's
-`max_body_bytes` parameter, generated from `finer.serving.ServingSpec` into the repository.
+tritonserver listens on Unix sockets in a directory only this user can enter, which only they and
+the supervisor use. The metrics port is Triton's own (read-only Prometheus text). The body limit
+is the ensemble's `max_body_bytes` parameter, generated from `finer.serving.ServingSpec` into the
+repository; the work the doors admit (`server.admission`) starts from its `max_text_bytes` and
+finer_model's instance count, and grows to what the server measures itself doing.
 """
 from __future__ import annotations
 
@@ -16,20 +18,38 @@ from pathlib import Path
 
 from finer.serving import ServingSpec
 from server.admin import operator_key
+from server.admission import Admission
 from server.front_grpc import GrpcFront
 from server.front_http import HttpFront
 from server.supervisor import Supervisor
 from server.triton import CACHE, DEFAULT_REPOSITORY, ENSEMBLE, LaunchError, TritonServer, check_port, free_port
 
 
-def max_body_bytes(repository: Path) -> int:
-    """The ensemble's published limit (a repository generated before it existed: the spec's)."""
+def model_config(repository: Path, model: str):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    config = text_format.Parse((repository / ENSEMBLE / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-    value = config.parameters.get("max_body_bytes")
-    return int(value.string_value) if value is not None else ServingSpec().max_body_bytes
+    return text_format.Parse((repository / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+def published(repository: Path, name: str) -> int:
+    """One of the ensemble's published limits (a repository generated before it existed: the spec's)."""
+    value = model_config(repository, ENSEMBLE).parameters.get(name)
+    return int(value.string_value) if value is not None else getattr(ServingSpec(), name)
+
+
+def max_body_bytes(repository: Path) -> int:
+    return published(repository, "max_body_bytes")
+
+
+def admission_for(repository: Path) -> Admission:
+    """Until capacity is measured, and never below: a largest document running and one waiting per
+    finer_model instance."""
+    groups = model_config(repository, "finer_model").instance_group
+    instances = sum(g.count or 1 for g in groups) or 1
+    admission = Admission(floor=0)
+    admission.floor = 2 * instances * admission.cost_of(published(repository, "max_text_bytes"))
+    return admission
 
 
 async def cancel_pending() -> None:
@@ -44,9 +64,10 @@ class Fronts:
     """Both front doors on their public ports, in front of Triton's HTTP and gRPC endpoints."""
 
     def __init__(self, triton_http: str, triton_grpc: str, http: tuple[str, int], grpc: tuple[str, int], limit: int,
-                 health, keys: tuple[str | None, str]):
-        self.grpc = GrpcFront(triton_grpc, *grpc, limit, health, keys)
-        self.http = HttpFront(triton_http, *http, limit, health, keys)
+                 health, keys: tuple[str | None, str | None], admission: Admission):
+        self.admission = admission  # one bound on the work of both doors
+        self.grpc = GrpcFront(triton_grpc, *grpc, limit, health, keys, admission)
+        self.http = HttpFront(triton_http, *http, limit, health, keys, admission)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -89,11 +110,12 @@ class FinerServer:
         neither: they stay shut)."""
         self.triton = TritonServer(repository, free_port(), free_port(), metrics_port,
                                    metrics_address=metrics_address, log_file=log_file, backend_dir=backend_dir,
-                                   log_verbose=log_verbose)
+                                   log_verbose=log_verbose, private=True)
         self.admin_key = admin_key or operator_key()
         self.http_address, self.http_port = http_address, http_port
         self.grpc_address, self.grpc_port = grpc_address, grpc_port
-        self.supervisor = Supervisor(self.triton, interval_s=canary_interval_s)
+        self.admission = admission_for(self.triton.repository)
+        self.supervisor = Supervisor(self.triton, interval_s=canary_interval_s, busy=self.admission.busy)
         self.fronts: Fronts | None = None
 
     # --- what callers use ----------------------------------------------------------------------
@@ -133,7 +155,7 @@ class FinerServer:
         self.triton.start()
         self.fronts = Fronts(self.triton.http_url, self.triton.grpc_url, (self.http_address, self.http_port),
                              (self.grpc_address, self.grpc_port), limit, self.supervisor.health,
-                             (self.admin_key, self.triton.internal_key))
+                             (self.admin_key, self.triton.internal_key), self.admission)
         try:
             self.fronts.start()
         except OSError as e:
@@ -155,6 +177,7 @@ class FinerServer:
         fronts, self.fronts = self.fronts, None
         if fronts is not None:
             fronts.stop()
+        self.triton.remove_sockets()
 
     def __enter__(self) -> "FinerServer":
         self.start()

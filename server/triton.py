@@ -10,14 +10,19 @@ models with onnxruntime's Python API, then starts tritonserver on loopback.
         ...
 
 This is the bare process; `server.service.FinerServer` puts the front doors and the supervisor
-around it, and is what `python -m server` runs. The shared-memory, repository, trace and logging
-APIs answer only requests that carry this launch's internal key (`server.admin`), and the Python backend's
-shared-memory regions carry a prefix of this server's own, so a crashed server's are found.
+around it, and is what `python -m server` runs. There it is *private*: its HTTP and gRPC endpoints
+are Unix sockets in a directory only the launching user can enter (mode 0700), so no other local
+user reaches Triton except through the front doors, and nothing secret is on its command line.
+Bare (tests, tools) it listens on loopback ports, and its shared-memory, repository, trace and
+logging APIs answer only requests that carry this launch's internal key (`server.admin`). The
+Python backend's shared-memory regions carry a prefix of this server's own, so a crashed server's
+are found.
 """
 from __future__ import annotations
 
 import atexit
 import ctypes
+import http.client
 import os
 import re
 import secrets
@@ -27,9 +32,8 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from finer import artifacts
@@ -43,6 +47,8 @@ ENSEMBLE = "finer"
 # Messages every CPU-only start prints: not reasons for a failure.
 HARMLESS = re.compile(r"CudaDriverHelper|CUDA driver|CUDA memory pool|DCGM|NVML|pinned (system )?memory|GPU metrics")
 SHM = Path("/dev/shm")
+UNIX = "unix:"  # an endpoint "unix:/path": a Unix socket
+STUB = "triton_python_backend_stub"
 _LIBC = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1
 
@@ -124,6 +130,67 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("triton", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def http_call(endpoint: str, path: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+    """(status, body) of a GET (or, with a body, a POST) to Triton's HTTP endpoint: http://host:port or
+    unix:/path. OSError when it cannot be reached or does not answer in time."""
+    if endpoint.startswith(UNIX):
+        connection = UnixHTTPConnection(endpoint.removeprefix(UNIX), timeout)
+    else:
+        connection = http.client.HTTPConnection(endpoint.removeprefix("http://").rstrip("/"), timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request("POST" if body is not None else "GET", path, body, headers)
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    except http.client.HTTPException as e:
+        raise OSError(f"{type(e).__name__}: {e}") from None
+    finally:
+        connection.close()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def stub_models(pid: int) -> dict[int, str]:
+    """The Python backend stubs of a tritonserver process: pid -> the model folder each serves."""
+    stubs = {}
+    for child in children(pid):
+        try:
+            args = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(STUB.encode()) and len(args) > 1:
+            stubs[child] = Path(args[1].decode(errors="replace")).parent.parent.name
+    return stubs
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie that its parent has yet to reap."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
 def _die_with_parent() -> None:
     # Runs in the child before exec: if the launcher is killed, Triton gets SIGTERM instead of lingering.
     # (Linux ties this to the starting thread: start the server from a thread that outlives it.)
@@ -145,25 +212,34 @@ class TritonServer:
         backend_dir: str | Path = CACHE / "backends",
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
+        private: bool = False,
     ):
+        """`private`: HTTP and gRPC on Unix sockets in a 0700 directory (the ports are then unused)."""
         self.repository = Path(repository).resolve()
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.http_address, self.grpc_address, self.metrics_address = http_address, grpc_address, metrics_address
         self.log_file = Path(log_file).resolve()
         self.backend_dir = Path(backend_dir).resolve()
         self.log_verbose = log_verbose
-        # What the restricted APIs demand of callers (see server.admin): the front doors hold it.
-        self.internal_key = secrets.token_urlsafe(24)
+        # Private: no key, nothing but the launching user reaches it. Bare: what the restricted APIs
+        # demand of callers (see server.admin).
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="finer-triton-")) if private else None
+        self.internal_key = None if private else secrets.token_urlsafe(24)
         self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen | None = None
+        self.stubs: dict[int, str] = {}  # pid -> model, found once ready
         self.shm_prefix = f"finer_{os.getpid()}_{secrets.token_hex(4)}_"
 
     @property
     def http_url(self) -> str:
+        if self.socket_dir:
+            return f"{UNIX}{self.socket_dir / 'http.sock'}"
         return f"http://{self.http_address}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
+        if self.socket_dir:  # Triton appends ":<port>" to a Unix socket's path
+            return f"{UNIX}{self.socket_dir / 'grpc.sock'}:{self.grpc_port}"
         return f"{self.grpc_address}:{self.grpc_port}"
 
     @property
@@ -179,18 +255,23 @@ class TritonServer:
             raise LaunchError(str(e)) from None
 
     def command(self) -> list[str]:
+        if self.socket_dir:
+            listen = [f"--http-address={self.http_url}", f"--grpc-address={UNIX}{self.socket_dir / 'grpc.sock'}"]
+            restricted = []
+        else:
+            listen = [f"--http-address={self.http_address}", f"--grpc-address={self.grpc_address}"]
+            restricted = [f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={self.internal_key}",
+                          f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={self.internal_key}"]
         return [
             str(wheel_home() / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
             f"--backend-directory={self.backend_dir}",
-            f"--http-address={self.http_address}", f"--http-port={self.http_port}",
-            f"--grpc-address={self.grpc_address}", f"--grpc-port={self.grpc_port}",
+            *listen, f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.metrics_address}", f"--metrics-port={self.metrics_port}",
             f"--log-verbose={self.log_verbose}",
             "--exit-timeout-secs=10",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
-            f"--http-restricted-api={RESTRICTED}:{ADMIN_HEADER}={self.internal_key}",
-            f"--grpc-restricted-protocol={RESTRICTED}:{ADMIN_HEADER}={self.internal_key}",
+            *restricted,
             *self.extra_args,
         ]
 
@@ -200,11 +281,13 @@ class TritonServer:
         if not (self.repository / ENSEMBLE / "config.pbtxt").is_file():
             raise LaunchError(f"{self.repository} is not the finer model repository (no {ENSEMBLE}/config.pbtxt)")
         self.model_version()
-        for address, port, flag in [
-            (self.http_address, self.http_port, "--http-port"),
-            (self.grpc_address, self.grpc_port, "--grpc-port"),
-            (self.metrics_address, self.metrics_port, "--metrics-port"),
-        ]:
+        ports = [(self.metrics_address, self.metrics_port, "--metrics-port")]
+        if self.socket_dir:  # a stopped server's sockets would block the bind
+            for sock in self.socket_dir.glob("*.sock*"):
+                sock.unlink()
+        else:
+            ports += [(self.http_address, self.http_port, "--http-port"), (self.grpc_address, self.grpc_port, "--grpc-port")]
+        for address, port, flag in ports:
             check_port(address, port, flag)
         build_backends(self.backend_dir)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -231,10 +314,16 @@ class TritonServer:
 
     def is_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/models/{ENSEMBLE}/ready", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
+            return http_call(self.http_url, f"/v2/models/{ENSEMBLE}/ready")[0] == 200
+        except OSError:
             return False
+
+    def dead_stub(self) -> str | None:
+        """Which of the stubs found at readiness has died (Triton never restarts one), or None."""
+        for pid, model in self.stubs.items():
+            if not alive(pid):
+                return f"the Python stub of {model} (pid {pid}) died"
+        return None
 
     def wait_ready(self, timeout: float = 180.0) -> float:
         """Seconds until the `finer` ensemble was ready; LaunchError with the log's reason otherwise."""
@@ -248,6 +337,7 @@ class TritonServer:
             if process.poll() is not None:
                 self.fail(f"Triton exited with code {process.returncode}")
             if self.is_ready():
+                self.stubs = stub_models(process.pid)
                 return time.monotonic() - started
             time.sleep(0.25)
         self.fail(f"`{ENSEMBLE}` was not ready after {timeout:.0f} s")
@@ -264,6 +354,7 @@ class TritonServer:
         """SIGTERM (Triton unloads models and ends its stubs), then SIGKILL whatever is left in the group;
         returns how many shared-memory regions it left that were removed."""
         process, self.process = self.process, None
+        self.stubs = {}
         if process is None:
             return 0
         atexit.unregister(self.stop)
@@ -280,6 +371,11 @@ class TritonServer:
             pass
         process.wait()
         return self.clean_shm()
+
+    def remove_sockets(self) -> None:
+        """The private socket directory, once the server has stopped for good."""
+        if self.socket_dir:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     def keep_log(self) -> None:
         """Move the log aside to `<log>.1` (one earlier run kept), so a restart does not erase why it stopped."""
@@ -304,3 +400,4 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+        self.remove_sockets()

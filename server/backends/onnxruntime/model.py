@@ -10,7 +10,7 @@ checks config.pbtxt against model.onnx with the native rules: inputs may be loos
 outputs must match exactly (a fixed label axis in model.onnx would not fit logits dims [-1, -1]).
 
 Requests are checked one by one before they are batched (integer inputs are token indices and
-masks here, so they may not be negative; every input must have the same batch size), and a batch
+masks here, so they may not be negative or beyond int32; every input must have the same batch size), and a batch
 that ONNX Runtime refuses is run again request by request, so a bad request fails alone, with
 INVALID_ARGUMENT and ONNX Runtime's status message, never with its batch mates.
 """
@@ -82,6 +82,9 @@ def session_options(config: dict) -> ort.SessionOptions:
     return options
 
 
+INT32_MAX = np.iinfo(np.int32).max
+
+
 class BadRequest(ValueError):
     pass
 
@@ -94,6 +97,9 @@ def check_request(feed: dict[str, np.ndarray], batched: bool) -> None:
     for name, array in feed.items():
         if np.issubdtype(array.dtype, np.integer) and array.size and array.min() < 0:
             raise BadRequest(f"{name} holds negative values (token indices and masks are >= 0)")
+        # The exported graph narrows indices to int32: a larger one would wrap to another token.
+        if np.issubdtype(array.dtype, np.integer) and array.size and array.max() > INT32_MAX:
+            raise BadRequest(f"{name} holds values above {INT32_MAX} (token indices and masks fit int32)")
 
 
 def runtime_message(error: Exception) -> str:
