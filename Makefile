@@ -31,7 +31,7 @@ PRETRAIN_FLAGS ?= $(shell $(PY) -m training.recipes $(RECIPE) --pretrain)
 export TOKENIZERS_PARALLELISM = false
 export MLFLOW_DISABLE_TELEMETRY = true
 
-.PHONY: help setup browser corpus pretrain train evaluate compare export rollback serve demo screenshots loadtest soak faults bench doc-cost test mlflow-ui clean
+.PHONY: help setup browser corpus pretrain train evaluate compare export rollback serve demo screenshots loadtest soak faults overload bench doc-cost test mlflow-ui clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -114,6 +114,11 @@ soak: setup  ## SOAK_USERS clients (gRPC + HTTP) for MINUTES against a fresh ser
 
 faults: setup  ## kill a stub, then Triton, under load and send the bodies that crashed it: timings as a table
 	$(PY) -m loadtest.faults $(ARGS)
+
+CLIENTS ?= 10,50
+SECONDS ?= 60
+overload: setup  ## CLIENTS (e.g. 10,50) clients x 32 kB documents for SECONDS each against a fresh server: answered, refused, p50/p95, goodput, restarts
+	$(PY) -m loadtest.overload --clients $(CLIENTS) --seconds $(SECONDS) $(ARGS)
 
 # ARCH=distilbert-base|bert-base: a randomly initialised classifier of the product default's size instead of $(RUN)/model.
 ARCH ?=

@@ -11,8 +11,7 @@ import asyncio
 from typing import Sequence
 
 from client import plan as planner
-from client.errors import FinerError, InvalidInput, RequestTimeout, ServerOverloaded, ServerUnreachable, retry_pause, \
-    timed_out, translate
+from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, timed_out, translate
 from client.plan import Entity, Limits, Piece
 from client.protocol import ClientSettings, grpc_channel_args, Health, Metadata, config_json, entities_payloads, \
     LABELS_MODEL, label_list, labels_from, metadata_from, step_names, request_inputs
@@ -61,19 +60,15 @@ class AsyncFinerClient(ClientSettings):
     async def _call(self, what, retry: bool = True):
         """`await what(client)` with typed errors; retried as `client.errors.retry_pause` says (`tag`
         bounds the whole call by the timeout)."""
-        attempts = refusals = 0
+        tally = {"attempts": 0, "refusals": 0}
         while True:
             try:
                 # grpc.aio and aiohttp enforce the timeout too; this bounds the whole exchange.
                 return await asyncio.wait_for(what(self._get_client()), self.timeout + 1)
             except Exception as e:
                 error = translate(e, url=self.url, protocol=self.protocol, model=self.model, timeout=self.timeout,
-                                  attempts=attempts + 1)
-                refused = isinstance(error, ServerOverloaded)
-                attempts, refusals = attempts + (not refused), refusals + refused
-                if refused and self.on_overload is not None:
-                    self.on_overload(error)
-                pause = retry_pause(error, attempts, refusals, self.retries) if retry else None
+                                  attempts=tally["attempts"] + 1)
+                pause = self._pause_after(error, tally) if retry else None
                 if pause is None:
                     raise error from e
                 await asyncio.sleep(pause)

@@ -9,7 +9,7 @@ import numpy as np
 from finer.labels import ScopeError, requested_types
 from finer.serving import GRPC_RECONNECT
 
-from client.errors import InvalidInput
+from client.errors import FinerError, InvalidInput, ServerOverloaded, retry_pause
 from client.plan import Limits
 
 PROTOCOLS = ("grpc", "http")
@@ -79,6 +79,15 @@ class ClientSettings:
         self._module = importlib.import_module(f"tritonclient.{protocol}{'.aio' if self._aio else ''}")
         self._limits: Limits | None = None
         self._closed = False
+
+    def _pause_after(self, error: FinerError, tally: dict) -> float | None:
+        """Seconds to wait before sending again after `error` (None: raise it); `tally` counts this
+        request's failed connections ("attempts") and refusals for load ("refusals")."""
+        refused = isinstance(error, ServerOverloaded)
+        tally["refusals" if refused else "attempts"] += 1
+        if refused and self.on_overload is not None:
+            self.on_overload(error)
+        return retry_pause(error, tally["attempts"], tally["refusals"], self.retries)
 
 
 def _strings(module, name: str, values: list[str]):

@@ -17,8 +17,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Sequence
 
 from client import plan as planner
-from client.errors import FinerError, InvalidInput, RequestTimeout, ServerOverloaded, ServerUnreachable, retry_pause, \
-    translate
+from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
 from client.plan import Entity, Limits, Piece
 from client.protocol import ClientSettings, grpc_channel_args, Health, Metadata, config_json, entities_payloads, \
     LABELS_MODEL, label_list, labels_from, metadata_from, step_names, request_inputs
@@ -107,7 +106,7 @@ class FinerClient(ClientSettings):
         """`what(client, kwargs)` with typed errors, all attempts within `deadline` (time.monotonic();
         default: the timeout from now); retried as `client.errors.retry_pause` says."""
         deadline = deadline or time.monotonic() + self.timeout
-        attempts = refusals = 0
+        tally = {"attempts": 0, "refusals": 0}
         while True:
             try:
                 remaining = deadline - time.monotonic()
@@ -116,12 +115,8 @@ class FinerClient(ClientSettings):
                 return self._within(remaining, what)
             except Exception as e:
                 error = translate(e, url=self.url, protocol=self.protocol, model=self.model, timeout=self.timeout,
-                                  attempts=attempts + 1)
-                refused = isinstance(error, ServerOverloaded)
-                attempts, refusals = attempts + (not refused), refusals + refused
-                if refused and self.on_overload is not None:
-                    self.on_overload(error)
-                pause = retry_pause(error, attempts, refusals, self.retries) if retry else None
+                                  attempts=tally["attempts"] + 1)
+                pause = self._pause_after(error, tally) if retry else None
                 if pause is None or time.monotonic() + pause >= deadline:
                     raise error from e
                 time.sleep(pause)
