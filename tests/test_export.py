@@ -121,6 +121,31 @@ def test_versions_count_up_and_rollback_retires_the_newest(tiny, tmp_path):
     assert versions_in(tmp_path) == [".retired", "1"]
 
 
+def test_rollback_regenerates_what_the_ensemble_publishes(tiny, tmp_path):
+    """Versions with different window lengths: after a rollback the ensemble publishes, the front
+    door enforces and the client plans with the settings of the version now served."""
+    from google.protobuf.json_format import MessageToDict
+
+    from client.plan import Limits
+    from server.service import max_body_bytes, model_config
+
+    repository = tmp_path / "repo"
+    export_model(tiny, repository)
+    export_model(tiny, repository, max_length=64, stride=16)
+
+    def published() -> dict:
+        config = model_config(repository, "finer")
+        return {k: int(v.string_value) for k, v in config.parameters.items()}
+
+    assert published()["max_length"] == 64
+    assert rollback(repository) == (2, 1)
+    served = published()
+    assert served["max_length"] == 128 and served["stride"] == 32, served
+    assert max_body_bytes(repository) == served["max_body_bytes"] == 128 * 64 * 4 * 8
+    as_json = MessageToDict(model_config(repository, "finer"), preserving_proto_field_name=True)
+    assert Limits.from_config(as_json).max_length == 128
+
+
 def test_bert_exports_without_token_type_ids(tmp_path):
     import onnx
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from finer.artifacts import MissingArtifacts, latest_ensemble, versions
-from training.repository import VERSIONED, skeleton
+from training.repository import VERSIONED, skeleton, write_configs_for
 from training.triton_configs import DEFAULT_REPOSITORY, MODELS
 
 ENSEMBLE = MODELS[0]
@@ -41,10 +41,6 @@ class StoreError(Exception):
 
 def one_version(repository: Path, version: int, target: Path) -> Path:
     """A repository in `target` holding version `version` of every model of the ensemble, with its configs."""
-    from finer.pipeline import TaggerConfig
-    from finer.serving import ServingSpec
-    from training.triton_configs import write_configs
-
     if version not in versions(repository / VERSIONED[0]):
         raise StoreError(f"{repository / VERSIONED[0]} has no version {version} (it has "
                          f"{', '.join(map(str, versions(repository / VERSIONED[0]))) or 'none'}): run `make export`")
@@ -52,8 +48,7 @@ def one_version(repository: Path, version: int, target: Path) -> Path:
     for name in VERSIONED:
         shutil.copytree(repository / name / str(version), target / name / str(version),
                         ignore=shutil.ignore_patterns("__pycache__"))
-    tagger = TaggerConfig.load(target / VERSIONED[0] / str(version))
-    write_configs(target, ServingSpec(max_length=tagger.max_length, stride=tagger.stride))
+    write_configs_for(target, version)
     check(target, version)
     return target
 

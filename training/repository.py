@@ -10,7 +10,8 @@ version it loaded: through rollbacks, reloads, or a repository copied from objec
 N is one more than any version ever written (retired ones included), so a number always names one
 model. Rollback moves N of every model to `<model>/.retired/<N>/`: Triton ignores non-numeric
 folders inside a model (a `.retired` folder at the repository root would be read as a model).
-The configs are regenerated from the exported model's window settings (`training.triton_configs`).
+The configs are regenerated from the served version's window settings (`training.triton_configs`),
+after an export and after a rollback alike.
 """
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ VERSIONED = (MODEL_NAME, *STEP_FILES)
 
 class RepositoryError(Exception):
     """A one-line problem with the repository (unwritable, nothing to roll back)."""
+
+
+def spec_of(version_folder: Path) -> ServingSpec:
+    """The serving settings that belong to an exported finer_model version (its window settings)."""
+    from finer.pipeline import TaggerConfig
+
+    tagger = TaggerConfig.load(version_folder)
+    return ServingSpec(max_length=tagger.max_length, stride=tagger.stride)
+
+
+def write_configs_for(repository: Path, version: int) -> list[Path]:
+    """Every config.pbtxt regenerated for the version Triton will serve: what the ensemble publishes
+    (window length, stride, text and body limits) and what the front doors enforce follow it."""
+    return write_configs(repository, spec_of(repository / MODEL_NAME / str(version)))
 
 
 def used_versions(repository: Path) -> list[int]:
@@ -96,6 +111,7 @@ def rollback(repository: str | Path = "model_repository") -> tuple[int, int]:
             retired = repository / name / RETIRED
             retired.mkdir(exist_ok=True)
             folder.rename(retired / (stamp if (retired / newest).exists() else newest))
+    write_configs_for(repository, live[-2])
     return live[-1], live[-2]
 
 
