@@ -31,7 +31,7 @@ PRETRAIN_FLAGS ?= $(shell $(PY) -m training.recipes $(RECIPE) --pretrain)
 export TOKENIZERS_PARALLELISM = false
 export MLFLOW_DISABLE_TELEMETRY = true
 
-.PHONY: help setup browser corpus pretrain train evaluate compare export rollback serve demo screenshots loadtest soak faults overload bench doc-cost test mlflow-ui clean
+.PHONY: help setup browser corpus pretrain train evaluate compare export rollback serve demo screenshots loadtest soak faults overload bench doc-cost test test-fast mlflow-ui clean
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -131,8 +131,11 @@ doc-cost: setup  ## tag() time and memory from one sentence to a whole 10-K, the
 	$(PY) -m loadtest.doc_cost --repository model_repository $(if $(strip $(FINER_FILINGS)),--filings $(FINER_FILINGS)) \
 		--benchmarks BENCHMARKS.md $(ARGS)
 
-test: setup  ## run the test suite
+test: setup  ## run the test suite, every tier (CI runs this)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## the unit tier only: no server, no training, no browser (under a minute)
+	$(PY) -m pytest -m unit -q $(PYTEST_ARGS)
 
 mlflow-ui: setup  ## browse runs at http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000

@@ -7,7 +7,7 @@ Inline-XBRL filings (.htm, .html, .htm.gz, .html.gz) are read with the corpus bu
 (`training.ixbrl.read_filing`: narrative sentences, no tables, no hidden text, words split as FiNER
 splits them); a .txt file is one passage per paragraph. Only passages holding a word an entity can
 sit on are sent (`finer.words.may_be_entity`; about a third of a filing's sentences), in calls of
-CHUNK, `--concurrency` calls at a time, round robin over the `--url`s (`client.replicas`: a replica
+the servers' `max_documents` passages (one request each when their windows fit), `--concurrency` calls at a time, round robin over the `--url`s (`client.replicas`: a replica
 that is down or restarting rests while the others work).
 
 Each filing's entities go to `<out>/<its path under DIR, suffix replaced>.jsonl`, one line per
@@ -35,8 +35,6 @@ from client.errors import FinerError, InvalidInput, ServerUnreachable
 from client.protocol import DEFAULT_PORTS, PROTOCOLS, label_list
 
 PROG = "python -m client.batch"
-# Passages per tag() call: the server's max_documents, so a call is one request when its windows fit.
-CHUNK = 64
 TEXT_SUFFIX = ".txt"
 SUMMARY = "batch-summary.json"
 PARTIAL = ".partial"  # a filing's output while it is written
@@ -123,14 +121,15 @@ def passages(path: Path) -> list[str]:
 
 
 def tag_passages(found: list[tuple[str, bool]], replicas, labels, stop: threading.Event) -> tuple[list[dict], int]:
-    """(entity rows, passages sent): the passages that may hold an entity, CHUNK per call."""
+    """(entity rows, passages sent): the passages that may hold an entity, max_documents per call."""
     texts = [text for text, _ in found]
     sent = [i for i, (_, candidate) in enumerate(found) if candidate]
     rows = []
-    for at in range(0, len(sent), CHUNK):
+    size = replicas.max_documents() if sent else 1
+    for at in range(0, len(sent), size):
         if stop.is_set():
             raise Interrupted
-        chunk = sent[at:at + CHUNK]
+        chunk = sent[at:at + size]
         for i, entities in zip(chunk, replicas.tag([texts[i] for i in chunk], labels=labels)):
             rows.extend({"passage": i, **e.to_dict(), "context": texts[i]} for e in entities)
     return rows, len(sent)
@@ -227,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="only these types: scope names (debt, all) or FiNER types, comma-separated")
     p.add_argument("--concurrency", type=int, help="most tag() calls in flight over all replicas (default 2 per replica; "
                                                    "halved while a server refuses for load, regained as it answers)")
-    p.add_argument("--timeout", type=float, default=60.0, help=f"seconds one call of {CHUNK} passages may take on one replica")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds one call (max_documents passages) may take on one replica")
     p.add_argument("--patience", type=float, default=120.0,
                    help="seconds without any replica answering before the run stops (resume it later)")
     return p

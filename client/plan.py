@@ -14,28 +14,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 from finer.serving import ERROR_TOO_BIG, ServingSpec, has_code
+from finer.spans import Entity  # the one the server's decoder makes: offsets into the document given to tag()
 from finer.windows import window_count
 
 from client.errors import InvalidInput, ServerError
 
 # Sub-tokens per character, upper bound used to estimate windows (see the module docstring).
 TOKENS_PER_CHAR = 1.0
-
-
-@dataclass(frozen=True)
-class Entity:
-    text: str
-    label: str  # the FiNER/XBRL concept, e.g. DebtInstrumentInterestRateStatedPercentage
-    start: int  # code-point offsets into the document given to tag(): document[start:end] == text
-    end: int
-    score: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

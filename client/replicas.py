@@ -93,6 +93,7 @@ class Replicas:
                                                   on_overload=self.pace.overloaded))
                          for url in urls]
         self.patience_s = patience_s
+        self._max_documents: int | None = None
         self._turn = 0
         self._lock = threading.Lock()
 
@@ -106,18 +107,29 @@ class Replicas:
         for r in self.replicas:
             r.client.close()
 
+    def max_documents(self) -> int:
+        """Documents one request may hold, as the first replica in turn that answers publishes it."""
+        if self._max_documents is None:
+            self._max_documents = self._first_answer(lambda client: client.limits()).max_documents
+        return self._max_documents
+
     def tag(self, texts: list[str], labels=None) -> list[list[Entity]]:
         """The entities of each text, from the first replica in turn that answers."""
+        found = self._first_answer(lambda client: client.tag(texts, labels=labels))
+        self.pace.answered()
+        return found
+
+    def _first_answer(self, call):
+        """`call(client)` on the next replica in turn, and on the next while one fails to answer."""
         waited_since = time.monotonic()
         while True:
             replica = self._next(waited_since)
             try:
                 with self.pace:
-                    found = replica.client.tag(texts, labels=labels)
+                    found = call(replica.client)
             except PASSING as e:
                 self._rest(replica, e)
                 continue
-            self.pace.answered()
             with self._lock:
                 replica.calls += 1
                 replica.rest_s = 0.0

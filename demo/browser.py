@@ -19,7 +19,7 @@ from typing import Iterator
 
 from client.protocol import PROTOCOLS
 from demo.tagging import EXAMPLES
-from server.triton import free_port
+from server.triton import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,11 +37,13 @@ def running_app(url: str, protocol: str, log: Path, timeout: float = 60.0) -> It
         process = subprocess.Popen([sys.executable, "-m", "demo", "--url", url, "--protocol", protocol,
                                     "--port", str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + timeout
-        while not answers(base):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the app did not start on {base}; its output:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+        def up() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"the app exited on start; its output:\n{log.read_text()[-3000:]}")
+            return answers(base)
+
+        if wait_until(up, timeout, 0.3) is None:
+            raise RuntimeError(f"the app did not start on {base}; its output:\n{log.read_text()[-3000:]}")
         yield base
     finally:
         process.terminate()

@@ -29,7 +29,7 @@ import psutil
 
 from client import FinerClient
 from server.service import FinerServer
-from server.triton import DEFAULT_REPOSITORY, free_port
+from server.triton import DEFAULT_REPOSITORY, free_port, wait_until
 
 SENTENCE = "The company issued $300 million of 7.00% senior notes due 2030."
 
@@ -45,11 +45,9 @@ def ready_code(url: str) -> int:
 
 
 def until(condition, timeout: float = 120.0) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise SystemExit(f"error: not within {timeout:.0f} s")
-        time.sleep(0.02)
+    """The moment `condition()` first held (time.monotonic())."""
+    if wait_until(condition, timeout, 0.02) is None:
+        raise SystemExit(f"error: not within {timeout:.0f} s")
     return time.monotonic()
 
 

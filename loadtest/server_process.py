@@ -9,13 +9,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import psutil
 
-from server.triton import STUB, free_port
+from server.triton import STUB, free_port, wait_until
 
 INSTANCE = re.compile(r"^[A-Za-z][\w-]*_\d+_\d+$")
 
@@ -88,19 +87,18 @@ class ServerProcess:
         return self
 
     def wait_ready(self) -> None:
-        started = time.monotonic()
-        while time.monotonic() - started < self.timeout_s:
+        def ready() -> bool:
             if self.launcher.poll() is not None:
                 raise ServerExited(f"the server exited with code {self.launcher.returncode}; "
                                    f"see {self.output} and {self.log_file}")
             try:
                 with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
+                    return answer.status == 200
             except OSError:
-                pass
-            time.sleep(0.5)
-        raise ServerExited(f"the server was not ready within {self.timeout_s:.0f} s; see {self.log_file}")
+                return False
+
+        if wait_until(ready, self.timeout_s, 0.5) is None:
+            raise ServerExited(f"the server was not ready within {self.timeout_s:.0f} s; see {self.log_file}")
 
     def triton_version(self) -> str:
         import tritonclient.http as httpclient

@@ -22,7 +22,7 @@ from server.admission import Admission
 from server.front_grpc import GrpcFront
 from server.front_http import HttpFront
 from server.supervisor import Supervisor
-from server.triton import CACHE, DEFAULT_REPOSITORY, ENSEMBLE, LaunchError, TritonServer, check_port, free_port
+from server.triton import DEFAULT_REPOSITORY, ENSEMBLE, LaunchError, TritonServer, check_port, free_port
 
 
 def model_config(repository: Path, model: str):
@@ -90,27 +90,14 @@ class Fronts:
 
 
 class FinerServer:
-    def __init__(
-        self,
-        repository: str | Path = DEFAULT_REPOSITORY,
-        http_port: int = 8000,
-        grpc_port: int = 8001,
-        metrics_port: int = 8002,
-        *,
-        http_address: str = "127.0.0.1",
-        grpc_address: str = "127.0.0.1",
-        metrics_address: str = "127.0.0.1",
-        log_file: str | Path = CACHE / "server.log",
-        backend_dir: str | Path = CACHE / "backends",
-        log_verbose: int = 0,
-        admin_key: str | None = None,
-        canary_interval_s: float = 2.0,
-    ):
-        """`admin_key` opens the operator APIs to requests that send it (default: $FINER_ADMIN_KEY;
-        neither: they stay shut)."""
-        self.triton = TritonServer(repository, free_port(), free_port(), metrics_port,
-                                   metrics_address=metrics_address, log_file=log_file, backend_dir=backend_dir,
-                                   log_verbose=log_verbose, private=True)
+    def __init__(self, repository: str | Path = DEFAULT_REPOSITORY, http_port: int = 8000, grpc_port: int = 8001,
+                 metrics_port: int = 8002, *, http_address: str = "127.0.0.1", grpc_address: str = "127.0.0.1",
+                 admin_key: str | None = None, canary_interval_s: float = 2.0, **triton):
+        """The front doors on `http_address:http_port` and `grpc_address:grpc_port`; `triton`: the rest of
+        `TritonServer`'s options (metrics_address, log_file, backend_dir, log_verbose). `admin_key` opens
+        the operator APIs to requests that send it (default: $FINER_ADMIN_KEY; neither: they stay shut)."""
+        # Its own HTTP and gRPC are private sockets: the port numbers only name them.
+        self.triton = TritonServer(repository, free_port(), free_port(), metrics_port, private=True, **triton)
         self.admin_key = admin_key or operator_key()
         self.http_address, self.http_port = http_address, http_port
         self.grpc_address, self.grpc_port = grpc_address, grpc_port

@@ -191,6 +191,18 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
+def wait_until(condition, timeout: float, step: float = 0.1) -> float | None:
+    """Seconds until `condition()` held, polled every `step`; None once `timeout` has passed. The
+    condition may raise to give up early (a process that exited)."""
+    started = time.monotonic()
+    while True:
+        if condition():
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            return None
+        time.sleep(step)
+
+
 def _die_with_parent() -> None:
     # Runs in the child before exec: if the launcher is killed, Triton gets SIGTERM instead of lingering.
     # (Linux ties this to the starting thread: start the server from a thread that outlives it.)
@@ -329,18 +341,20 @@ class TritonServer:
         """Seconds until the `finer` ensemble was ready; LaunchError with the log's reason otherwise."""
         if self.process is None:
             raise LaunchError("start() the server first")
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
+
+        def ready() -> bool:
             process = self.process  # stop() from another thread (the supervisor's owner) clears it
             if process is None:
                 raise LaunchError("the server was stopped while it was starting")
             if process.poll() is not None:
                 self.fail(f"Triton exited with code {process.returncode}")
-            if self.is_ready():
-                self.stubs = stub_models(process.pid)
-                return time.monotonic() - started
-            time.sleep(0.25)
-        self.fail(f"`{ENSEMBLE}` was not ready after {timeout:.0f} s")
+            return self.is_ready()
+
+        seconds = wait_until(ready, timeout, 0.25)
+        if seconds is None:
+            self.fail(f"`{ENSEMBLE}` was not ready after {timeout:.0f} s")
+        self.stubs = stub_models(self.process.pid)
+        return seconds
 
     def fail(self, what: str):
         """Stop the server and raise LaunchError: `what`, the log's reason, and the log's last lines."""

@@ -1,4 +1,9 @@
-"""Shared fixtures: a tiny DistilBERT token classifier served by the real embedded Triton.
+"""Shared fixtures: a tiny DistilBERT token classifier served by the real embedded Triton; and the tiers.
+
+Every test gets one tier marker (`pytest -m unit`, `make test-fast`; `make test` runs them all):
+unit (no server, no training: under a minute), server (a real Triton), training (fine-tuning or
+exporting a model), browser (Chromium), cluster (kubectl, torchrun, Docker Compose). A file's tier
+is in TIERS; any other test is `server` if it uses the `served` fixture, else `unit`.
 
 `served` (session-scoped) builds the tiny model of `tiny_model.py`, exports it with
 `training.export` into a temporary copy of `model_repository/` as finer_model version 1, starts
@@ -16,6 +21,25 @@ import pytest
 from finer.pipeline import Tagger, TaggerConfig, load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
+TIERS = {
+    "browser": ["test_demo"],
+    "cluster": ["test_k8s", "test_compose", "test_train_parallel"],
+    "training": ["test_train", "test_pretrain", "test_quality_options", "test_export"],
+    "server": ["test_batch", "test_client", "test_client_cli", "test_loadtest", "test_model_store", "test_overload",
+               "test_reliability", "test_server", "test_versions", "test_labels"],
+}
+TIER_OF = {name: tier for tier, names in TIERS.items() for name in names}
+
+
+def pytest_configure(config):
+    for tier in ("unit", *TIERS):
+        config.addinivalue_line("markers", f"{tier}: the {tier} tier (see tests/conftest.py)")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = TIER_OF.get(Path(str(item.fspath)).stem) or ("server" if "served" in item.fixturenames else "unit")
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 def export_version(model_folder: Path, repository: Path) -> Path:

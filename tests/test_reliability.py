@@ -28,6 +28,7 @@ from tritonclient.utils import InferenceServerException
 from client import FinerClient
 from client.errors import FinerError, RequestTimeout
 from finer.serving import ServingSpec
+from server.triton import wait_until
 
 PROTOCOLS = ("http", "grpc")
 SENTENCE = "The company issued $300 million of 7.00% senior notes due 2030."
@@ -372,12 +373,10 @@ class Load:
 
 
 def wait_for(condition, timeout: float, step: float = 0.1) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic()
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout} s")
+    """The moment `condition()` first held (time.monotonic())."""
+    if wait_until(condition, timeout, step) is None:
+        raise AssertionError(f"not within {timeout} s")
+    return time.monotonic()
 
 
 def ready_code(server) -> int:
