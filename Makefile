@@ -51,7 +51,7 @@ browser:  ## install Debian's chromium for the web app's browser tests (needs ro
 
 corpus: setup  ## build FiNER-format sentences from the iXBRL filings in FINER_FILINGS
 	@test -n "$(FINER_FILINGS)" || { echo "error: set FINER_FILINGS to a folder of .htm/.htm.gz iXBRL filings"; exit 2; }
-	$(PY) -m training.corpus --filings "$(FINER_FILINGS)" --out $(CORPUS)
+	$(PY) -m filings.corpus --filings "$(FINER_FILINGS)" --out $(CORPUS)
 
 $(CORPUS)/train.jsonl:
 	$(MAKE) corpus

@@ -2,7 +2,7 @@
 
 Needs numpy and tritonclient only (`pip install ".[client]"`; `finer.windows` for the window count):
 nothing here imports torch or transformers. `client.batch` (a folder of filings over several servers)
-also reads filings with the corpus builder's `training.ixbrl` (lxml: `pip install ".[batch]"`).
+also reads filings with the corpus builder's `filings.ixbrl` (lxml: `pip install ".[batch]"`).
 """
 from client.errors import FinerError, InvalidInput, ModelNotReady, RequestTimeout, ServerError, ServerOverloaded, \
     ServerUnreachable

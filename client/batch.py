@@ -4,7 +4,7 @@
     finer-tag --files ../shared/data/ixbrl --out entities/          # the same command
 
 Inline-XBRL filings (.htm, .html, .htm.gz, .html.gz) are read with the corpus builder's own reader
-(`training.ixbrl.read_filing`: narrative sentences, no tables, no hidden text, words split as FiNER
+(`filings.ixbrl.read_filing`: narrative sentences, no tables, no hidden text, words split as FiNER
 splits them); a .txt file is one passage per paragraph. Only passages holding a word an entity can
 sit on are sent (`finer.words.may_be_entity`; about a third of a filing's sentences), in calls of
 the servers' `max_documents` passages (one request each when their windows fit), `--concurrency` calls at a time, round robin over the `--url`s (`client.replicas`: a replica
@@ -80,13 +80,13 @@ class Summary:
 
 def find(folder: Path) -> list[Path]:
     """The filings under `folder`: what the corpus builder reads, and text files."""
-    from training.corpus import find_filings
+    from filings.corpus import find_filings
 
     return sorted(set(find_filings(folder)) | {p for p in folder.rglob(f"*{TEXT_SUFFIX}") if p.is_file()})
 
 
 def output_of(path: Path, folder: Path, out: Path) -> Path:
-    from training.corpus import PATTERNS
+    from filings.corpus import PATTERNS
 
     relative = path.relative_to(folder)
     for suffix in sorted((p.removeprefix("*") for p in (*PATTERNS, TEXT_SUFFIX)), key=len, reverse=True):
@@ -97,9 +97,9 @@ def output_of(path: Path, folder: Path, out: Path) -> Path:
 
 def candidates(path: Path) -> list[tuple[str, bool]]:
     """The passages to tag, each with whether it holds a word an entity can sit on
-    (`finer.words.may_be_entity`); FilingError (training.ixbrl's) when there is none to read."""
+    (`finer.words.may_be_entity`); FilingError (filings.ixbrl's) when there is none to read."""
     from finer.words import may_be_entity, split_words
-    from training.ixbrl import FilingError, read_filing
+    from filings.ixbrl import FilingError, read_filing
 
     if path.suffix.lower() != TEXT_SUFFIX:
         # Words joined by spaces: the server splits them into the same FiNER words again. The reader's
@@ -163,7 +163,7 @@ class Batch:
         return todo
 
     def one(self, path: Path) -> None:
-        from training.ixbrl import FilingError
+        from filings.ixbrl import FilingError
 
         name = str(path.relative_to(self.folder))
         try:
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: --files {args.files}: not a folder", file=sys.stderr)
         return 2
     try:
-        import lxml  # noqa: F401  (training.ixbrl reads the filings with it)
+        import lxml  # noqa: F401  (filings.ixbrl reads the filings with it)
         from tqdm import tqdm
     except ImportError as e:
         print(f"{PROG}: error: {e.name} is missing: pip install '.[batch]'", file=sys.stderr)

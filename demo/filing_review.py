@@ -1,6 +1,6 @@
 """The "Check a filing" tab: an inline-XBRL 10-K/10-Q, tagged through the server, against the filer's own tags.
 
-The narrative sentences come from `training.ixbrl.read_filing`, the corpus builder's own reader, so
+The narrative sentences come from `filings.ixbrl.read_filing`, the corpus builder's own reader, so
 the app sees the filing exactly as training and evaluation did. The filer's tags are every us-gaap
 `ix:nonFraction` in that text (not only FiNER's 139 types): a number the filer tagged with any
 concept is not "untagged". Only sentences holding a word an entity can sit on
@@ -26,7 +26,7 @@ from client import Entity, FinerClient
 from finer.labels import entity_type, finer_types
 from finer.spans import tag_spans
 from finer.words import may_be_entity
-from training.ixbrl import IX_NS, FilingError, FilingMeta, parse_filing, read_filing
+from filings.ixbrl import IX_NS, FilingError, FilingMeta, parse_filing, read_filing
 
 # The HTML of the largest filing in ../shared/data/ixbrl is 4.2 MB; big banks' 10-Ks reach 15 MB.
 FILING_LIMIT_MB = 20

@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     from client import FinerClient
     from client.batch import find, passages
-    from training.ixbrl import FilingError
+    from filings.ixbrl import FilingError
 
     try:
         sentences = passages(a.filing)

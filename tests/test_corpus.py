@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from finer.labels import DEBT_TYPES
-from training.corpus import SPLITS, CorpusError, build_corpus, main
+from filings.corpus import SPLITS, CorpusError, build_corpus, main
 
 EFFECTIVE, SPREAD, STATED, CREDIT = (
     "DebtInstrumentInterestRateEffectivePercentage", "DebtInstrumentBasisSpreadOnVariableRate1",

@@ -27,7 +27,7 @@ from demo.tagging import EXAMPLES, MAX_TEXT_CHARS, InputProblem, tag_text as tag
 from finer.words import split_words
 from server.triton import free_port
 from training.errors import error_report
-from training.ixbrl import read_filing
+from filings.ixbrl import read_filing
 
 SHARED = ROOT.parent / "shared" / "data" / "ixbrl"
 # The smallest real 10-K of the collection (258 KB of HTML, 234 narrative sentences, 11 FiNER facts).

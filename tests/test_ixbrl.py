@@ -10,7 +10,7 @@ from lxml import etree
 
 from finer.labels import finer_label_names, finer_types
 from finer.words import split_words
-from training.ixbrl import FilingError, read_filing, split_sentences
+from filings.ixbrl import FilingError, read_filing, split_sentences
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ixbrl"
 ALPHA = FIXTURES / "alpha_10-K_2023-12-31.htm"

@@ -146,7 +146,7 @@ def download_finer139(cache_dir: str | None = None) -> Path:
     except (LocalEntryNotFoundError, OSError) as e:
         raise DataError(
             f"cannot download {HUB_FILE} from the Hugging Face dataset {HUB_REPO} ({type(e).__name__}); "
-            "without hub access build a corpus from iXBRL filings (python -m training.corpus) "
+            "without hub access build a corpus from iXBRL filings (python -m filings.corpus) "
             "and pass its folder with --data"
         ) from None
 

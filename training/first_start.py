@@ -57,7 +57,7 @@ def training_plan() -> tuple[list[str], str]:
         raise BootstrapError(f"{FILINGS_ENV}={filings}: no such folder of iXBRL filings")
     import json
 
-    from training.corpus import CorpusError, build_corpus
+    from filings.corpus import CorpusError, build_corpus
 
     corpus = CACHE / "corpus" / "ixbrl"
     stats = corpus / "stats.json"

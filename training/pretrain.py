@@ -29,7 +29,7 @@ EXPERIMENT = "finer-dapt"
 
 @dataclass
 class PretrainArgs:
-    data: str = field(default=".cache/corpus/ixbrl", metadata={"help": "FiNER-format folder whose 'train' split gives the text (e.g. `python -m training.corpus` output)"})
+    data: str = field(default=".cache/corpus/ixbrl", metadata={"help": "FiNER-format folder whose 'train' split gives the text (e.g. `python -m filings.corpus` output)"})
     model: str = field(default="offline-minilm", metadata={"help": "encoder to adapt: hub name, local folder or 'offline-minilm'"})
     output_dir: str = "runs/dapt"
     max_steps: int = field(default=3000, metadata={"help": "optimiser steps: the recipe is fixed in steps, so every machine trains the same model"})

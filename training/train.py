@@ -26,7 +26,7 @@ from training.models import DEFAULT_MODEL, resolve_model
 
 @dataclass
 class TrainArgs:
-    data: str = field(default="hub", metadata={"help": "'hub' (FiNER-139 from the Hugging Face hub) or a FiNER-format folder/zip/jsonl, e.g. a corpus built by `python -m training.corpus`"})
+    data: str = field(default="hub", metadata={"help": "'hub' (FiNER-139 from the Hugging Face hub) or a FiNER-format folder/zip/jsonl, e.g. a corpus built by `python -m filings.corpus`"})
     scope: str = field(default="debt", metadata={"help": "label scope: 'debt' (the seed's 4 tags), 'all' (139) or comma-separated FiNER types"})
     sentences: str = field(default="filtered", metadata={"help": "train on sentences holding a tag of the scope ('filtered', the seed's setting) or on 'all' sentences", "choices": ["filtered", "all"]})
     focus_scope: str = field(default="", metadata={"help": "with --sentences filtered, keep the sentences holding a tag of this scope (default: the label scope), labelled in the label scope: e.g. debt sentences with every debt-family number labelled"})

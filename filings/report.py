@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections import Counter
 
 from finer.labels import DEBT_TYPES
-from training.corpus import SPLITS
-from training.ixbrl import MIN_BLOCK_CHARS, MIN_BLOCK_WORDS
+from filings.corpus import SPLITS
+from filings.ixbrl import MIN_BLOCK_CHARS, MIN_BLOCK_WORDS
 
 
 def summary(stats: dict, top: int = 15) -> str:

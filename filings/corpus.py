@@ -1,6 +1,6 @@
 """Build a FiNER-format corpus from a folder of inline-XBRL filings, split by company.
 
-    python -m training.corpus --filings ../shared/data/ixbrl --out .cache/corpus/ixbrl
+    python -m filings.corpus --filings ../shared/data/ixbrl --out .cache/corpus/ixbrl
 
 Writes train/validation/test.jsonl (one sentence per line: tokens, ner_tags as label names,
 company, cik, form, period, source) and stats.json. Companies repeat paragraphs across their
@@ -21,8 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from finer.labels import DEBT_TYPES, OUTSIDE, finer_types
-from training.filing_cache import FilingCache
-from training.ixbrl import Filing, FilingError, load_manifest, read_filing
+from filings.cache import FilingCache
+from filings.ixbrl import Filing, FilingError, load_manifest, read_filing
 
 DEFAULT_OUT = Path(".cache/corpus/ixbrl")
 # Converted filings, shared by every build (keyed by content, so corpora with other settings or
@@ -328,7 +328,7 @@ def build_corpus(filings_dir: str | Path, out_dir: str | Path = DEFAULT_OUT, *,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.corpus",
+    parser = argparse.ArgumentParser(prog="python -m filings.corpus",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--filings", required=True, type=Path,
                         help="folder searched recursively for *.htm, *.htm.gz, *.html")
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     except CorpusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from training.corpus_report import summary
+    from filings.report import summary
 
     print(summary(stats, args.top))
     return 0

@@ -13,10 +13,10 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from training.ixbrl import Filing, FilingMeta
+from filings.ixbrl import Filing, FilingMeta
 
 # The modules whose code decides a filing's sentences and tags.
-_READER_MODULES = ("training/ixbrl.py", "finer/words.py", "finer/labels.py", "finer/data/ner_tags_names.json")
+_READER_MODULES = ("filings/ixbrl.py", "finer/words.py", "finer/labels.py", "finer/data/ner_tags_names.json")
 _ROOT = Path(__file__).resolve().parent.parent
 
 
