@@ -14,7 +14,7 @@ SCOPE ?=
 RUN ?= runs/$(or $(SCOPE),$(RECIPE))
 FINER_FILINGS ?=
 CORPUS ?= $(CACHE)/corpus/ixbrl
-# FiNER-139's own (partially labelled) training sentences, found beside the filings; see training/finer_sample.py.
+# FiNER-139's own (partially labelled) training sentences, found beside the filings; see filings/finer_sample.py.
 FINER_SAMPLE ?= $(if $(strip $(FINER_FILINGS)),$(firstword $(wildcard $(FINER_FILINGS)/../finer139-train-sample/*.jsonl)))
 SAMPLE_FLAGS = $(if $(strip $(FINER_SAMPLE)),--finer_sample $(FINER_SAMPLE))
 # The recipes (base model and flags) live in training/recipes.py; read when a target runs.
@@ -68,26 +68,26 @@ TRAIN_PY = $(if $(filter-out 1,$(NPROC)),$(abspath $(VENV))/bin/torchrun $(TORCH
 train: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## fine-tune with the recipe (its pretraining stage first, if not done), tracked in MLflow (NPROC=2: data-parallel)
 	@flags="$$($(PY) -m training.recipes $(RECIPE) --pending-pretrain)"; \
 	  if [ -n "$$flags" ]; then echo "pretraining first: $$flags"; $(PY) -m training.pretrain --data "$(DATA)" $$flags || exit 1; fi
-	$(TRAIN_PY) -m training.train --data "$(DATA)" --output_dir $(RUN) $(TRAIN_FLAGS) $(SAMPLE_FLAGS) $(if $(SCOPE),--scope "$(SCOPE)") $(ARGS)
+	$(TRAIN_PY) -m evaluation.run --data "$(DATA)" --output_dir $(RUN) $(TRAIN_FLAGS) $(SAMPLE_FLAGS) $(if $(SCOPE),--scope "$(SCOPE)") $(ARGS)
 
 evaluate: setup  ## score $(RUN)/model on the test split (filtered and unfiltered), the FiNER sample's dev part and the debt checklist
-	$(PY) -m training.evaluate $(RUN)/model --data "$(DATA)" $(if $(strip $(FINER_SAMPLE)),--finer-sample $(FINER_SAMPLE)) $(ARGS)
+	$(PY) -m evaluation.evaluate $(RUN)/model --data "$(DATA)" $(if $(strip $(FINER_SAMPLE)),--finer-sample $(FINER_SAMPLE)) $(ARGS)
 
 compare: setup  ## table of the MLflow runs: options -> test F1 with 95% intervals (ARGS="--baseline <run>")
-	$(PY) -m training.compare --scope "$(or $(SCOPE),all)" $(ARGS)
+	$(PY) -m evaluation.compare --scope "$(or $(SCOPE),all)" $(ARGS)
 
 MODEL ?= $(RUN)/model
 export: setup  ## export MODEL (a run's model folder or models:/finer/<v>) as a new version in model_repository
-	$(PY) -m training.export "$(MODEL)" $(EXPORT_FLAGS)
+	$(PY) -m export.build "$(MODEL)" $(EXPORT_FLAGS)
 
 rollback: setup  ## retire the newest exported version (restart the server afterwards)
-	$(PY) -m training.export --rollback
+	$(PY) -m export.build --rollback
 
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 serve: setup  ## serve the ensemble on 127.0.0.1 (trains + exports a model first if none exists)
-	$(PY) -m training.first_start
+	$(PY) -m export.first_start
 	$(PY) -m server --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 # The web app talks to a running server; loadtest's PROTOCOL default `both` means gRPC here.

@@ -7,7 +7,7 @@ concept is not "untagged". Only sentences holding a word an entity can sit on
 (`finer.words.may_be_entity`) are sent; the others cannot hold one.
 
 Each filer tag and each model entity gets one row in one of `CATEGORIES` (`MEANINGS` says what each
-means), by the rules of `training.errors.error_report`: agreed = correct, tagged differently = wrong
+means), by the rules of `evaluation.errors.error_report`: agreed = correct, tagged differently = wrong
 type or partial, untagged by the filer = spurious, missed by the model = missed.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where an exported model lives: version N of every model of the ensemble in the Triton repository.
 
 Triton serves the highest-numbered version of each model; `finer_model/<N>` holds the ONNX model
-and each Python step's `<N>` its code and the files it reads (see `training.repository`), so one
+and each Python step's `<N>` its code and the files it reads (see `export.repository`), so one
 number names the whole served model and a rollback retires it everywhere.
 """
 from __future__ import annotations

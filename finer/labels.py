@@ -23,7 +23,7 @@ DEBT_TYPES = (
 )
 
 
-# Named scopes derived from data (`python -m training.scopes`), e.g. `debt-family`.
+# Named scopes derived from data (`python -m evaluation.scopes`), e.g. `debt-family`.
 SCOPES_FILE = Path(__file__).parent / "data" / "scopes.json"
 
 

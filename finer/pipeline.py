@@ -38,7 +38,7 @@ class TaggerConfig:
     # Numeric-shape tokens the model was trained with (empty: numbers are read as they are).
     number_shapes: list[str] = field(default_factory=list)
     # The calibrated decision: an entity of type T scoring below min_scores[T] is not returned
-    # (fitted on validation by training.calibrate; empty: every entity the model finds).
+    # (fitted on validation by evaluation.calibrate; empty: every entity the model finds).
     min_scores: dict[str, float] = field(default_factory=dict)
 
     @cached_property

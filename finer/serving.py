@@ -1,7 +1,7 @@
 """The serving specification: every setting that the Triton configs, the Python steps, export and
 the client must agree on, in one place.
 
-`training.triton_configs` generates every config.pbtxt of the model repository from a
+`export.triton_configs` generates every config.pbtxt of the model repository from a
 `ServingSpec`; the Python steps read their values from those configs; the ensemble publishes the
 limits and the window settings as parameters, and the client reads them from there. Nothing else
 holds a copy.

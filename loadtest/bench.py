@@ -14,7 +14,7 @@ Paths, each turning text into entities:
    gRPC and HTTP at 1, 4 and 16 concurrent users, one sentence per request; the server's resident
    memory is read after each load phase.
 
-The model is exported (fp32 and int8, `training.export.export_model`, int8 F1 gate on the validation
+The model is exported (fp32 and int8, `export.build.export_model`, int8 F1 gate on the validation
 split) into a temporary copy of the model repository; the project's repository is not touched.
 Writes `<out>/bench.md`, `bench.json`, `bench.png`, the sentences and the Triton logs; `--benchmarks
 BENCHMARKS.md` also replaces the results section of that file.
@@ -79,7 +79,7 @@ def apply_layout(repository: Path, layout: str) -> None:
 
     from finer.pipeline import TaggerConfig
     from finer.serving import ServingSpec
-    from training.triton_configs import write_configs
+    from export.triton_configs import write_configs
 
     instances, threads = parse_layout(layout)
     exported = TaggerConfig.load(repository / "finer_model" / "1")
@@ -89,8 +89,8 @@ def apply_layout(repository: Path, layout: str) -> None:
 
 def export_both(model: Path, repository: Path, scratch: Path, validation: Path, max_validation: int | None) -> tuple[dict, dict]:
     """fp32 and int8 versions of `model`, each as version 1 of its own repository copy; and the export report."""
-    from training.export import ExportError, export_model
-    from training.repository import move_version, skeleton
+    from export.build import ExportError, export_model
+    from export.repository import move_version, skeleton
 
     staging = skeleton(repository, scratch / "export")
     report: dict = {}
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     words = sorted(len(r["tokens"]) for r in rows)
     title = (f"{model} — {len(texts)} test sentences ({n_tagged} with a gold entity of the model's labels; "
              f"words per sentence median {words[len(words) // 2]}, max {words[-1]}; {sum(map(len, reference))} entities "
-             f"by ONNX fp32), {datetime.now():%Y-%m-%d %H:%M}, {(time.time() - started) / 60:.1f} min")
+             f"by ONNX fp32), {(time.time() - started) / 60:.1f} min")
     raw = {"title": title, "model": str(model), "arch": a.arch, "sentences": len(texts), "corpus": str(test),
            "aggregation": a.aggregation, "tagged_share": a.tagged_share, "number_shapes": bool(exported.get("number_shapes")),
            "machine": info, "export": export_report,
@@ -308,7 +308,7 @@ def publish(raw: dict, results: dict, out: Path, benchmarks: str | None) -> int:
         "the floor is ONNX Runtime in process at the same precision, with every thread the served model gets. "
         "Agreement: entities as (start, end, label) per sentence against ONNX Runtime fp32, one sentence per call. "
         "Served rows name finer_model's layout: instances x ONNX Runtime threads each.",
-        "#### Targets (issue 14, set for a 2-core machine)",
+        "#### Targets (set for a 2-core machine)",
         rep.targets_table(raw["targets"]),
         "#### Agreement and accuracy",
         rep.agreement_table(results, agreements, raw["agreement_vs_floor_same_precision"], gold_scores),

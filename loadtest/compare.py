@@ -47,7 +47,7 @@ def agreement(pred: Sequence[Spans], ref: Sequence[Spans]) -> dict:
 
 def gold_spans(rows: Sequence[dict], labels: Sequence[str]) -> list[Spans] | None:
     """Gold entities of corpus rows as spans into their text (tags outside the model's labels count as O,
-    as in training.evaluate); None when a row's text does not split back into its words."""
+    as in evaluation.evaluate); None when a row's text does not split back into its words."""
     known = set(labels)
     out = []
     for row in rows:

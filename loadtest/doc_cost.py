@@ -185,7 +185,7 @@ def main(argv=None) -> int:
         return 1
     info["load_average_end"] = list(os.getloadavg())
     section = "\n\n".join(filter(None, [
-        f"### {a.filing.name} cut into documents, then {len(filings)} filings, {datetime.now():%Y-%m-%d %H:%M} "
+        f"### {a.filing.name} cut into documents, then {len(filings)} filings "
         f"({version} model, gRPC)",
         f"Machine: {describe_machine(info)}",
         length_table(rows),

@@ -19,7 +19,7 @@ PACKAGES = ("torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "
 PATH_NAMES = {"hf-pipeline": "HF pipeline (PyTorch)", "optimum-ort": "optimum ORT pipeline",
               "onnx": "ONNX Runtime (floor)", "served": "Triton ensemble"}
 
-# (what, threshold) of the targets set for a 2-core machine (issue 14)
+# (what, threshold) of the targets set for a 2-core machine
 TARGETS = {"served_vs_floor": 0.90, "served_vs_hf": 5.0, "int8_floor_vs_fp32_floor": 1.8, "int8_f1_drop": 0.5,
            "p95_vs_floor": 1.2, "rss_growth_pct": 5.0}
 

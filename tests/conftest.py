@@ -6,7 +6,7 @@ exporting a model), browser (Chromium), cluster (kubectl, torchrun, Docker Compo
 is in TIERS; any other test is `server` if it uses the `served` fixture, else `unit`.
 
 `served` (session-scoped) builds the tiny model of `tiny_model.py`, exports it with
-`training.export` into a temporary copy of `model_repository/` as finer_model version 1, starts
+`export.build` into a temporary copy of `model_repository/` as finer_model version 1, starts
 Triton behind its front doors on free ports and yields a `Served` that also predicts in-process with PyTorch through the
 same `finer.pipeline` steps, so tests compare the server's entities with the reference ones.
 """
@@ -44,14 +44,14 @@ def pytest_collection_modifyitems(items):
 
 def export_version(model_folder: Path, repository: Path) -> Path:
     """Export a saved classifier into `repository` as the next finer_model version, as `make export` does."""
-    from training.export import export_model
+    from export.build import export_model
 
     return export_model(model_folder, repository)
 
 
 def copy_repository(target: Path) -> Path:
     """The project's model repository without exported versions (the ensemble's empty `finer/1` stays)."""
-    from training.repository import skeleton
+    from export.repository import skeleton
 
     return skeleton(ROOT / "model_repository", target)
 
@@ -91,7 +91,7 @@ class Served:
 
     def reference(self, texts: list[str]) -> list[list[dict]]:
         """Entities from the in-process PyTorch model, through the same windows and decoding."""
-        from training.evaluate import torch_logits
+        from evaluation.evaluate import torch_logits
 
         tagger = Tagger(self.tokenizer, self.config, torch_logits(self.model))
         return [[e.to_dict() for e in doc] for doc in tagger.entities(texts)]

@@ -7,9 +7,9 @@ from finer.labels import DEBT_TYPES, LabelScope, ScopeError
 from finer.pipeline import TaggerConfig
 from finer.spans import decode, drop_below
 from finer.words import split_words
-from training.calibrate import GRID, MIN_PREDICTIONS, fit_min_scores
-from training.checklist import CHECKLIST, OTHER, load, score, table
-from training.scopes import neighbour_counts
+from evaluation.calibrate import GRID, MIN_PREDICTIONS, fit_min_scores
+from evaluation.checklist import CHECKLIST, OTHER, load, score, table
+from evaluation.scopes import neighbour_counts
 
 SPREAD, STATED = "DebtInstrumentBasisSpreadOnVariableRate1", "DebtInstrumentInterestRateStatedPercentage"
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from finer.labels import LabelScope
-from training.confidence import bootstrap, entity_counts, f1_scores
-from training.errors import MISSED, SPURIOUS, error_report, error_table
-from training.evaluate import entity_scores
+from evaluation.confidence import bootstrap, entity_counts, f1_scores
+from evaluation.errors import MISSED, SPURIOUS, error_report, error_table
+from training.metrics import entity_scores
 
 TYPES = LabelScope.parse("debt").types
 A, B = TYPES[0], TYPES[1]
@@ -73,7 +73,7 @@ def test_error_report_outcomes():
 
 
 def test_paired_difference_is_tighter_than_separate_intervals(tmp_path):
-    from training.confidence import load_counts, paired_difference, save_counts
+    from evaluation.confidence import load_counts, paired_difference, save_counts
 
     gold, pred = noisy(300, 4, keep=0.8)
     better = [[g if random.Random(i).random() < 0.5 else p for g, p in zip(gs, ps)]

@@ -4,7 +4,7 @@ import zipfile
 import pytest
 
 from finer.labels import DEBT_TYPES, LabelScope, ScopeError, finer_label_names
-from training.data import DataError, LoadReport, load_splits, require, select
+from filings.sources import DataError, LoadReport, load_splits, require, select
 
 STATED = "DebtInstrumentInterestRateStatedPercentage"
 FACE = "DebtInstrumentFaceAmount"

@@ -26,7 +26,7 @@ from demo.filing_review import AGREED, CATEGORIES, DIFFERENT, MISSED, MAX_FILING
 from demo.tagging import EXAMPLES, MAX_TEXT_CHARS, InputProblem, tag_text as tag_directly
 from finer.words import split_words
 from server.triton import free_port
-from training.errors import error_report
+from evaluation.errors import error_report
 from filings.ixbrl import read_filing
 
 SHARED = ROOT.parent / "shared" / "data" / "ixbrl"

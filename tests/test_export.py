@@ -1,4 +1,4 @@
-"""training.export: a trained model folder (or MLflow URI) -> a checked, numbered finer_model version."""
+"""export.build: a trained model folder (or MLflow URI) -> a checked, numbered finer_model version."""
 from __future__ import annotations
 
 import contextlib
@@ -17,9 +17,11 @@ from finer.pipeline import TaggerConfig, encode, load_tokenizer
 from finer.words import split_words
 from tiny_model import WORDS, build_tiny_model
 from finer.runtime import ort_logits, session
-from training import export, export_gates
-from training.export import ExportError, export_model
-from training.repository import STEP_FILES, RepositoryError, rollback
+from export import build as export, gates as export_gates
+from export.build import ExportError, export_model
+from export.repository import STEP_FILES, RepositoryError, rollback
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FILES = {"model.onnx", "tokenizer.json", "finer.json", "export.json"}
 SENTENCE = "The senior notes bear interest at 7.00% per annum and the revolving credit facility has a maximum borrowing capacity of $750 million."
@@ -105,7 +107,10 @@ def test_versions_count_up_and_rollback_retires_the_newest(tiny, tmp_path):
     assert export_model(tiny, tmp_path).name == "2"
     for step, files in STEP_FILES.items():  # the whole ensemble is versioned together
         assert versions_in(tmp_path, step) == ["1", "2"]
-        assert {p.name for p in (tmp_path / step / "2").iterdir()} == {"model.py", *files}
+        assert {p.name for p in (tmp_path / step / "2").iterdir()} == {"model.py", "finer", *files}
+        core = tmp_path / step / "2" / "finer"  # the shared core, as exported
+        assert (core / "pipeline.py").read_bytes() == (ROOT / "finer" / "pipeline.py").read_bytes()
+        assert (core / "data" / "ner_tags_names.json").is_file() and not (core / "__pycache__").exists()
     assert (tmp_path / "finer_preprocess" / "2" / "tokenizer.json").read_bytes() == \
         (tmp_path / "finer_model" / "2" / "tokenizer.json").read_bytes()
     assert rollback(tmp_path) == (2, 1)
@@ -226,7 +231,7 @@ def test_parity_failure_writes_nothing(tiny, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def validation(exported, tmp_path_factory) -> Path:
     """Sentences tagged by the fp32 export itself: fp32 scores F1 1.0, int8 scores its agreement with fp32."""
-    from training.evaluate import predict
+    from evaluation.evaluate import predict
 
     version = exported[0] / "finer_model" / "1"
     rng = np.random.default_rng(0)
@@ -271,7 +276,7 @@ def test_int8_reports_both_f1_and_gates_on_the_drop(tiny, validation, tmp_path):
 def test_int8_keeps_the_named_node_groups_fp32(tiny, validation, tmp_path):
     import onnx
 
-    from training.onnx_optimise import node_groups
+    from export.onnx_optimise import node_groups
 
     version = export_model(tiny, tmp_path, quantize="int8", validation=validation, max_f1_drop=100.0,
                            int8_fp32=("classifier", "ffn.0"))

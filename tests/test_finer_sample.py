@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from finer.labels import UNKNOWN, LabelScope
-from training.data import LoadReport
-from training.evaluate import known_only
+from filings.sources import LoadReport
+from evaluation.evaluate import known_only
 from training.features import IGNORE, windows_with_labels
-from training.finer_sample import load_sample, part_of, read_batches, to_row
+from filings.finer_sample import load_sample, part_of, read_batches, to_row
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/finer139-train-sample/finer_train_batched_500.jsonl"
 STATED, SPREAD = "DebtInstrumentInterestRateStatedPercentage", "DebtInstrumentBasisSpreadOnVariableRate1"

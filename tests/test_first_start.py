@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from finer.artifacts import STEP_FILES
-from training import first_start as bootstrap
+from export import first_start as bootstrap
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ixbrl"
 
@@ -75,6 +75,6 @@ def test_the_int8_gate_reads_the_data_s_validation_split(offline, tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("finer139/train.jsonl", "train\n")
         zf.writestr("finer139/validation.jsonl", "validation rows\n")
-    offline.setattr("training.data.download_finer139", lambda: archive)
+    offline.setattr("filings.sources.download_finer139", lambda: archive)
     path = bootstrap.gate_file(["--data", "hub"])
     assert path.read_text() == "validation rows\n" and path.parent == bootstrap.CACHE

@@ -20,8 +20,8 @@ import yaml
 from server import admin
 from server.front import parse_args as front_args
 from server.front_http import READY_PATH
-from training import model_store
-from training.triton_configs import GPU_CONFIG_NAME, MODELS
+from export import model_store
+from export.triton_configs import GPU_CONFIG_NAME, MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -156,7 +156,7 @@ def test_the_init_container_pulls_the_configured_version(rendered):
     config = one(objects, "ConfigMap")
     assert fetch["envFrom"][0]["configMapRef"]["name"] == config["metadata"]["name"]
     assert config["data"]["FINER_MODEL_URI"].startswith("s3://")
-    assert "training.model_store" in (ROOT / "docker" / "model-fetch.Dockerfile").read_text().splitlines()[-1]
+    assert "export.model_store" in (ROOT / "docker" / "model-fetch.Dockerfile").read_text().splitlines()[-1]
 
 
 def test_a_new_model_version_is_a_config_change(rendered, tmp_path):

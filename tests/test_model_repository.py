@@ -75,9 +75,9 @@ def test_python_steps():
 
 
 def test_committed_configs_are_the_generated_ones():
-    from training.triton_configs import differences
+    from export.triton_configs import differences
 
-    assert differences(REPO) == [], "run `python -m training.triton_configs` and commit the result"
+    assert differences(REPO) == [], "run `python -m export.triton_configs` and commit the result"
 
 
 def test_gpu_config_runs_the_model_on_the_gpu():

@@ -1,4 +1,4 @@
-"""training.model_store: one exported version pushed to a store and pulled back, as the Kubernetes
+"""export.model_store: one exported version pushed to a store and pulled back, as the Kubernetes
 init container pulls it. Object storage is played by a folder (the same MLflow artifact-store code
 path as s3://, without the network); the registry by a SQLite MLflow store."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from finer.artifacts import latest_ensemble
-from training import model_store
-from training.repository import VERSIONED
+from export import model_store
+from export.repository import VERSIONED
 
 
 def files(folder: Path) -> dict[str, bytes]:

@@ -8,7 +8,8 @@ import pytest
 from finer.pipeline import TaggerConfig
 from finer_samples import CAPACITY, STATED, write_dataset
 from tiny_model import build_tiny_model
-from training import evaluate, train
+from evaluation import evaluate, run
+from training import train
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def trained(tmp_path_factory):
             "--epochs", "12", "--learning_rate", "3e-3", "--batch_size", "8", "--negative_ratio", "0.5",
             "--tracking_uri", db, "--artifact_root", str(root / "artifacts"), "--registered_model", "finer-test",
             "--run_name", "finer-base"]
-    assert train.main(argv) == 0
+    assert run.main(argv) == 0
     return root, db
 
 
@@ -118,7 +119,7 @@ def trained_with_options(trained, tmp_path_factory):
             "--output_dir", str(root / "run"), "--epochs", "4", "--learning_rate", "3e-3", "--batch_size", "8",
             "--number_shapes", "--augment_copies", "1", "--numeric_o_weight", "0.5", "--run_name", "finer-options",
             "--tracking_uri", db, "--artifact_root", str(root / "artifacts"), "--registered_model", ""]
-    assert train.main(argv) == 0
+    assert run.main(argv) == 0
     return root, db, argv
 
 
@@ -179,10 +180,22 @@ def test_score_test_filtered_scores_only_the_filtered_set(tmp_path):
             "--output_dir", str(tmp_path / "run"), "--max_steps", "4", "--batch_size", "8", "--score_test", "filtered",
             "--tracking_uri", f"sqlite:///{tmp_path / 'mlruns.db'}", "--artifact_root", str(tmp_path / "art"),
             "--registered_model", ""]
-    assert train.main(argv) == 0
+    assert run.main(argv) == 0
     results = json.loads((tmp_path / "run" / "evaluation" / "evaluation.json").read_text())
     assert set(results) == {"filtered"} and results["filtered"]["sentences"] == 16
     assert "not scored" in (tmp_path / "run" / "evaluation" / "summary.md").read_text()
+
+
+def test_training_alone_fits_and_leaves_the_scoring_to_the_next_stage(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data")
+    argv = ["--data", str(data), "--scope", "debt", "--model", str(build_tiny_model(tmp_path / "base")),
+            "--output_dir", str(tmp_path / "run"), "--max_steps", "2", "--batch_size", "8",
+            "--tracking_uri", f"sqlite:///{tmp_path / 'mlruns.db'}", "--artifact_root", str(tmp_path / "art"),
+            "--registered_model", ""]
+    assert train.main(argv) == 0
+    assert (tmp_path / "run" / "model" / "finer.json").is_file()
+    assert not (tmp_path / "run" / "evaluation").exists()
+    assert "python -m evaluation.run" in capsys.readouterr().err
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
@@ -194,7 +207,7 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
 
 
 def test_compare_tables_runs_with_intervals(trained, trained_with_options, capsys):
-    from training import compare
+    from evaluation import compare
 
     _, db, _ = trained_with_options
     assert compare.main(["--tracking-uri", db, "--scope", "debt"]) == 0

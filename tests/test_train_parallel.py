@@ -1,4 +1,4 @@
-"""Data-parallel training: `training.train` under torchrun with 2 CPU processes (gloo), as `make train
+"""Data-parallel training: `evaluation.run` (fit, then score) under torchrun with 2 CPU processes (gloo), as `make train
 LAUNCH=...` runs it, against the same arguments in one process.
 
 "The same evaluation" here means: the same global batch (8 = 2 processes x 4), seed and data give
@@ -22,7 +22,7 @@ import pytest
 from finer_samples import write_dataset
 from tiny_model import build_tiny_model
 from training import distributed, train
-from training.data import DataError
+from filings.sources import DataError
 
 # 64 tagged training sentences (two of every three): 8 whole global batches an epoch, none ragged.
 SIZES = (("train", 96), ("validation", 24), ("test", 24))
@@ -49,11 +49,11 @@ def runs(tmp_path_factory):
     base = without_dropout(build_tiny_model(root / "base"))
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
     # One process, then two: the same command line, launched by python and by torchrun.
-    single = subprocess.run([sys.executable, "-m", "training.train", *train_argv(root, data, base, "single")],
+    single = subprocess.run([sys.executable, "-m", "evaluation.run", *train_argv(root, data, base, "single")],
                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     parallel = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                               "-m", "training.train", *train_argv(root, data, base, "parallel")],
+                               "-m", "evaluation.run", *train_argv(root, data, base, "parallel")],
                               cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert parallel.returncode == 0, parallel.stderr[-3000:]
     return root, single, parallel

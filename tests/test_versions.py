@@ -10,7 +10,7 @@ from finer.labels import LabelScope
 from finer.pipeline import Tagger, TaggerConfig, load_tokenizer
 from server.triton import TritonServer, free_port
 from tiny_model import SHAPES, build_tiny_model
-from training.repository import rollback
+from export.repository import rollback
 
 TEXTS = ["The notes bear interest at 7.00% and the $500 million facility at SOFR plus 1.25%.",
          "Loans of $1,893.6 million mature in 2030 at a rate of 3.875 % per annum."]
@@ -20,7 +20,7 @@ def reference(version_dir, model_dir) -> list[list[tuple]]:
     """Entities of the in-process PyTorch model through the version's own tokenizer and finer.json."""
     from transformers import AutoModelForTokenClassification
 
-    from training.evaluate import torch_logits
+    from evaluation.evaluate import torch_logits
 
     model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
     tagger = Tagger(load_tokenizer(version_dir / "tokenizer.json"), TaggerConfig.load(version_dir), torch_logits(model))

@@ -1,6 +1,6 @@
 """Data-parallel training: which process this is, and what all processes must agree on.
 
-`torchrun --nproc_per_node=N -m training.train ...` (or `accelerate launch`) starts one process
+`torchrun --nproc_per_node=N -m evaluation.run ...` (fit and score; `-m training.train` fits only) (or `accelerate launch`) starts one process
 per device with RANK, LOCAL_RANK and WORLD_SIZE set; the Trainer reads them and trains with DDP
 (NCCL between GPUs, gloo between CPU processes). Each process takes batch_size / WORLD_SIZE rows
 of every global batch, so a recipe keeps its steps and learning-rate schedule on one device or eight.

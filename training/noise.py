@@ -45,7 +45,7 @@ def untagged_numbers(rows: Sequence[dict], scope: LabelScope) -> dict[str, float
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.data import DataError, LoadReport, load_splits, resolve_source
+    from filings.sources import DataError, LoadReport, load_splits, resolve_source
 
     p = argparse.ArgumentParser(prog="python -m training.noise", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="hub")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import DataError, LoadReport, load_splits, resolve_source
+from filings.sources import DataError, LoadReport, load_splits, resolve_source
 from training.models import resolve_model
 
 EXPERIMENT = "finer-dapt"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import mlflow
 
-from training.data import DataError
+from filings.sources import DataError
 
 RUN_ID_FILE = "mlflow_run_id"  # in a run's output folder
 
@@ -71,7 +71,7 @@ def _log_evaluation(results: dict, eval_dir: Path) -> None:
 
 
 def log_evaluation(tracking_uri: str, run_id: str, results: dict, eval_dir: Path) -> None:
-    """Attach a later evaluation (`python -m training.evaluate --mlflow`) to the training run."""
+    """Attach a later evaluation (`python -m evaluation.evaluate --mlflow`) to the training run."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id):

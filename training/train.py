@@ -1,10 +1,12 @@
 """Fine-tune a token classifier on FiNER-format data with the Trainer; track everything in MLflow.
 
-    python -m training.train --data hub --scope debt                       # FiNER-139 + DistilBERT
-    python -m training.train --data .cache/corpus/ixbrl --model offline-minilm --learning-rate 2e-4
+    python -m evaluation.run --data hub --scope debt                       # fit, then score (make train)
+    python -m training.train --data .cache/corpus/ixbrl --model offline-minilm --learning-rate 2e-4   # fit only
 
 Modelled on transformers' run_ner.py: arguments as a dataclass, the Trainer runs the loop, early
-stopping on validation entity F1, then the test set is scored filtered and unfiltered.
+stopping on validation entity F1. What happens after the fit (the calibrated decision, the test
+split and the FiNER-era dev part scored, the checklist) is the next stage's: `run(args, score=...)`
+takes it from the driver (`evaluation.run`), inside the same MLflow run.
 """
 from __future__ import annotations
 
@@ -15,12 +17,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from finer.labels import DEBT_TYPES, LabelScope, ScopeError
+from finer.labels import LabelScope, ScopeError
 from finer.serving import ServingSpec
 from finer.words import is_number
 from training import distributed
-from training.data import DataError, LoadReport, entity_counts, load_splits, require, resolve_source, select
-from training.finer_sample import load_sample, sample_report
+from filings.sources import DataError, LoadReport, entity_counts, load_splits, require, resolve_source, select
+from filings.finer_sample import load_sample, sample_report
 from training.models import DEFAULT_MODEL, resolve_model
 
 
@@ -36,7 +38,7 @@ class TrainArgs:
     number_shapes: bool = field(default=False, metadata={"help": "read each number as one shape token ([X.XX], else [NUM]) added to the tokenizer; recorded in finer.json, so serving does the same"})
     augment_copies: int = field(default=0, metadata={"help": "add this many copies of each tagged training sentence with entity numbers replaced by other values of their type and benchmark names (LIBOR, SOFR, ...) swapped"})
     numeric_o_weight: float = field(default=1.0, metadata={"help": "loss weight of an 'O' label on a number (filers leave numbers untagged; < 1 trusts those O labels less)"})
-    finer_sample: str = field(default="", metadata={"help": "FiNER-139 question-batch file of partially labelled sentences (training/finer_sample.py): its train part joins training, its validation part validation, its dev part (never trained on) is scored beside the test split"})
+    finer_sample: str = field(default="", metadata={"help": "FiNER-139 question-batch file of partially labelled sentences (filings/finer_sample.py): its train part joins training, its validation part validation, its dev part (never trained on) is scored beside the test split"})
     finer_sample_copies: int = field(default=1, metadata={"help": "times the sample's train part is repeated in training (oversampling FiNER-era conventions)"})
     calibrate: bool = field(default=True, metadata={"help": "fit a minimum entity score per type on validation (micro-F1), saved in finer.json and applied wherever the model decodes"})
     report_scope: str = field(default="", metadata={"help": "also score this narrower scope from the model's predictions, e.g. 'debt' from an 'all' model (multi-task)"})
@@ -64,6 +66,23 @@ class TrainArgs:
     experiment: str = "finer"
     registered_model: str = field(default="finer", metadata={"help": "MLflow registered model name ('' to skip registration)"})
     run_name: str = ""
+
+
+@dataclass
+class Fitted:
+    """What the next stage gets of a fitted model: what it needs to score it as the run prepared it."""
+
+    args: TrainArgs
+    model: object  # the best checkpoint's PyTorch model, loaded
+    tokenizer: object  # its Hugging Face fast tokenizer
+    config: object  # finer.pipeline.TaggerConfig, saved as model_dir/finer.json
+    model_dir: Path
+    evaluation_dir: Path
+    scope: LabelScope
+    report_scope: LabelScope | None
+    validation: list  # the sentences early stopping saw (negatives and the FiNER sample's part included)
+    test: list
+    finer_dev: list  # the FiNER sample's dev part (never trained on)
 
 
 def _early_stopping(patience: int):
@@ -178,28 +197,28 @@ def train_only(model, targs, train_ds, val_ds, tokenizer, compute_metrics, callb
     return trainer
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, score=None) -> int:
+    """The CLI: fit with the parsed flags; `score(Fitted) -> results` (the driver's) scores the model."""
     from transformers import HfArgumentParser
 
     (a,) = HfArgumentParser(TrainArgs).parse_args_into_dataclasses(args=argv)
     try:
-        return run(a)
+        return run(a, score)
     except (DataError, ScopeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
 
-def run(a: TrainArgs) -> int:
+def run(a: TrainArgs, score=None) -> int:
+    """Fit, save the model and finer.json, then `score(Fitted)` if given, all in one MLflow run."""
     import mlflow
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer, TrainingArguments, set_seed
 
-    from finer.pipeline import Tagger, plain_tokenizer
     from finer.words import common_shapes
-    from training import evaluate as ev
     from training.augment import augment
-    from training.calibrate import calibrate
     from training.features import IGNORE, tagger_config, windows_with_labels
+    from training.metrics import entity_scores
     from training.noise import untagged_numbers
     from training.tracking import log_results, resume_point, start_run
 
@@ -257,7 +276,7 @@ def run(a: TrainArgs) -> int:
             keep = ls != IGNORE
             gold.append([labels[i] for i in ls[keep]])
             pred.append([labels[i] for i in ps[keep]])
-        r = ev.entity_scores(gold, pred)
+        r = entity_scores(gold, pred)
         return {"f1": r["micro avg"]["f1-score"], "precision": r["micro avg"]["precision"],
                 "recall": r["micro avg"]["recall"], "macro_f1": r["macro avg"]["f1-score"]}
 
@@ -319,29 +338,16 @@ def run(a: TrainArgs) -> int:
         config = tagger_config(tokenizer, model.config.id2label, a.max_length, a.stride, shapes)
         best = trainer.state.best_metric
         print(f"training took {train_minutes:.1f} min; best validation entity micro-F1 {best}", file=sys.stderr)
-        logits, plain = ev.torch_logits(trainer.model), plain_tokenizer(tokenizer.backend_tokenizer)
-        if a.calibrate:
-            config.min_scores, fit = calibrate(logits, plain, val_rows, config, scope, a.eval_batch_size)
-            print(f"calibrated minimum scores {config.min_scores}: validation micro P/R/F1 "
-                  f"{fit['before']} -> {fit['after']}", file=sys.stderr)
-            mlflow.log_dict({"min_scores": config.min_scores, **fit}, "calibration.json")
         config.save(model_dir)
-        results = ev.evaluate_rows(logits, plain, test_rows, config, out / "evaluation", [scope, report_scope],
-                                   batch_size=a.eval_batch_size, unfiltered=a.score_test == "all") if test_rows else {}
-        if dev_rows:  # FiNER-era sentences: every score of the test split comes with this one
-            results |= ev.evaluate_rows(logits, plain, dev_rows, config, out / "evaluation", [scope, report_scope],
-                                        batch_size=a.eval_batch_size, name=ev.FINER_DEV)
-        if set(DEBT_TYPES) & set(scope.types):  # logged with the evaluation folder
-            print(ev.run_checklist(Tagger(plain, config, logits), out / "evaluation"))
+        fitted = Fitted(a, trainer.model, tokenizer, config, model_dir, out / "evaluation", scope, report_scope,
+                        val_rows, test_rows, dev_rows)
+        results = score(fitted) if score is not None else {}
         version = log_results(run, results, out / "evaluation", model_dir, a.registered_model,
                               {"train_minutes": train_minutes, "best_validation_f1": best or 0.0,
                                "train_steps": trainer.state.global_step})
-        for summary in ("summary.md", f"{ev.FINER_DEV}_summary.md"):
-            if (out / "evaluation" / summary).is_file():
-                print((out / "evaluation" / summary).read_text())
-        if a.score_test != "all":
-            print(f"test scored on {a.score_test} sentences only: `python -m training.evaluate {model_dir} "
-                  f"--data {a.data}` scores all of them", file=sys.stderr)
+        if score is None:
+            print(f"fitted only (no calibrated decision): `python -m evaluation.evaluate {model_dir} --data {a.data} "
+                  "--mlflow` scores it; `python -m evaluation.run` fits, calibrates and scores in one go", file=sys.stderr)
         print(f"model: {model_dir}\nMLflow run {run.info.run_id}"
               + (f", registered as models:/{a.registered_model}/{version}" if version else ""))
     return 0

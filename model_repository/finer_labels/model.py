@@ -1,12 +1,16 @@
 """Triton Python model: the label list (and version) of the exported model that is being served."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from finer.pipeline import TaggerConfig
+# The shared core this version was exported with (`<step>/<N>/finer/`, written by export) comes
+# first, so a rolled-back version runs the code it was tested with; else the installed one.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finer.pipeline import TaggerConfig  # noqa: E402
 
 
 class TritonPythonModel:

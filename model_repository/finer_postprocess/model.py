@@ -10,16 +10,20 @@ all-tags model serves every view.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from finer.labels import ScopeError, requested_types
-from finer.pipeline import TaggerConfig, decode
-from finer.serving import ERROR_BAD_INPUT, ERROR_BAD_LABELS
-from finer.steps import RequestError, get, respond
-from finer.words import Word
+# The shared core this version was exported with (`<step>/<N>/finer/`, written by export) comes
+# first, so a rolled-back version runs the code it was tested with; else the installed one.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finer.labels import ScopeError, requested_types  # noqa: E402
+from finer.pipeline import TaggerConfig, decode  # noqa: E402
+from finer.serving import ERROR_BAD_INPUT, ERROR_BAD_LABELS  # noqa: E402
+from finer.steps import RequestError, get, respond  # noqa: E402
+from finer.words import Word  # noqa: E402
 
 
 def entities_json(texts: list[str], logits: np.ndarray, word_ids: np.ndarray, spans: np.ndarray,

@@ -9,16 +9,20 @@ without splitting again.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from finer.pipeline import TaggerConfig, encode, load_tokenizer, tokenize
-from finer.serving import ERROR_BAD_TEXT, ERROR_TOO_BIG
-from finer.steps import RequestError, get, respond
-from finer.windows import window_count
-from finer.words import split_words
+# The shared core this version was exported with (`<step>/<N>/finer/`, written by export) comes
+# first, so a rolled-back version runs the code it was tested with; else the installed one.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finer.pipeline import TaggerConfig, encode, load_tokenizer, tokenize  # noqa: E402
+from finer.serving import ERROR_BAD_TEXT, ERROR_TOO_BIG  # noqa: E402
+from finer.steps import RequestError, get, respond  # noqa: E402
+from finer.windows import window_count  # noqa: E402
+from finer.words import split_words  # noqa: E402
 
 
 def decode_texts(raw: np.ndarray, max_bytes: int) -> list[str]:

@@ -2,15 +2,16 @@
 
 A version is one model end to end. `finer_model/<N>/` holds model.onnx, tokenizer.json, finer.json
 and export.json; each Python step gets `<step>/<N>/` with its model.py (copied from this project's
-`model_repository/<step>/model.py`) and the files it reads (preprocess: tokenizer.json and
-finer.json; postprocess and finer_labels: finer.json). Each step reads its own
+`model_repository/<step>/model.py`), the shared core `finer/` it imports (first on its path, so a
+rolled-back version runs the core it was exported with) and the files it reads (preprocess:
+tokenizer.json and finer.json; postprocess and finer_labels: finer.json). Each step reads its own
 `args["model_version"]` folder, so the tokenizer and labels Triton loads always belong to the model
 version it loaded: through rollbacks, reloads, or a repository copied from object storage.
 
 N is one more than any version ever written (retired ones included), so a number always names one
 model. Rollback moves N of every model to `<model>/.retired/<N>/`: Triton ignores non-numeric
 folders inside a model (a `.retired` folder at the repository root would be read as a model).
-The configs are regenerated from the served version's window settings (`training.triton_configs`),
+The configs are regenerated from the served version's window settings (`export.triton_configs`),
 after an export and after a rollback alike.
 """
 from __future__ import annotations
@@ -20,10 +21,12 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import finer
 from finer.artifacts import MODEL_NAME, STEP_FILES, versions as live_versions
 from finer.serving import ServingSpec
-from training.triton_configs import DEFAULT_REPOSITORY, write_configs
+from export.triton_configs import DEFAULT_REPOSITORY, write_configs
 
+CORE = Path(finer.__file__).resolve().parent
 RETIRED = ".retired"
 STAGING_PREFIX = ".export-"
 VERSIONED = (MODEL_NAME, *STEP_FILES)
@@ -86,6 +89,8 @@ def write_version(repository: str | Path, staged_model: Path, spec: ServingSpec)
     for step, files in STEP_FILES.items():
         staged = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=staged_model.parent))
         shutil.copyfile(DEFAULT_REPOSITORY / step / "model.py", staged / "model.py")
+        # The shared core the step imports, as it is now: the version keeps it through later changes.
+        shutil.copytree(CORE, staged / CORE.name, ignore=shutil.ignore_patterns("__pycache__"))
         for name in files:
             shutil.copyfile(target / name, staged / name)
         (repository / step).mkdir(exist_ok=True)

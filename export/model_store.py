@@ -1,9 +1,9 @@
 """One exported version of the ensemble, moved between a model repository and a store.
 
-    python -m training.model_store push 7 s3://finer-models/finer-triton/7   # object storage
-    python -m training.model_store push 7 models:/finer-triton               # a new version in the MLflow registry
-    python -m training.model_store pull s3://finer-models/finer-triton/7 /models   # the Kubernetes init container
-    python -m training.model_store pull models:/finer-triton/3 /models
+    python -m export.model_store push 7 s3://finer-models/finer-triton/7   # object storage
+    python -m export.model_store push 7 models:/finer-triton               # a new version in the MLflow registry
+    python -m export.model_store pull s3://finer-models/finer-triton/7 /models   # the Kubernetes init container
+    python -m export.model_store pull models:/finer-triton/3 /models
 
 What is stored is a complete Triton repository holding that one version: `<model>/<N>/` of every
 model of the ensemble, the ensemble's `finer/1`, and the configs generated for the version's own
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from finer.artifacts import MissingArtifacts, latest_ensemble, versions
-from training.repository import VERSIONED, skeleton, write_configs_for
-from training.triton_configs import DEFAULT_REPOSITORY, MODELS
+from export.repository import VERSIONED, skeleton, write_configs_for
+from export.triton_configs import DEFAULT_REPOSITORY, MODELS
 
 ENSEMBLE = MODELS[0]
 EXPERIMENT = "finer-deploy"  # the MLflow runs that hold pushed versions
@@ -120,7 +120,7 @@ def pull(uri: str, destination: Path) -> int:
         version = check(incoming)
     except StoreError as e:
         shutil.rmtree(incoming, ignore_errors=True)
-        raise StoreError(f"{uri} holds no stored version ({e}); push one with `python -m training.model_store push`") from None
+        raise StoreError(f"{uri} holds no stored version ({e}); push one with `python -m export.model_store push`") from None
     for entry in incoming.iterdir():
         old = destination / entry.name
         if old.is_dir():
@@ -133,7 +133,7 @@ def pull(uri: str, destination: Path) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.model_store", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m export.model_store", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("push", help="store one exported version of the repository")
     up.add_argument("version", type=int, help="the version number (finer_model/<N>)")
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.command == "push":
             print(f"version {a.version} of {a.repository} stored; pull it with: "
-                  f"python -m training.model_store pull {push(a.version, a.uri, a.repository, a.tracking_uri)} DIR")
+                  f"python -m export.model_store pull {push(a.version, a.uri, a.repository, a.tracking_uri)} DIR")
         else:
             version = pull(a.uri, a.destination)
             print(f"version {version} from {a.uri} in {a.destination} ({time.monotonic() - started:.1f} s)")

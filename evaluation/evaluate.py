@@ -19,8 +19,9 @@ from finer.labels import UNKNOWN, LabelScope, entity_type
 from finer.pipeline import CONFIG_FILE, LogitsFn, Tagger, TaggerConfig, plain_tokenizer
 from finer.spans import drop_below
 from finer.words import may_be_entity
-from training.confidence import bootstrap, entity_counts, save_counts
-from training.errors import error_report, error_table, plot_errors
+from evaluation.confidence import bootstrap, entity_counts, save_counts
+from evaluation.errors import error_report, error_table, plot_errors
+from training.metrics import entity_scores
 
 
 def torch_logits(model) -> LogitsFn:
@@ -61,15 +62,6 @@ def predict(logits_fn: LogitsFn, tokenizer, rows: Sequence[dict], config: Tagger
     """Tags per sentence as served: the model's, with the calibrated decision (config.min_scores)."""
     return [drop_below(tags, scores, config.min_scores)
             for tags, scores in predict_scored(logits_fn, tokenizer, rows, config, batch_size, desc)]
-
-
-def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> dict:
-    """seqeval's strict IOB2 report as a dict: per class and micro/macro/weighted avg."""
-    from seqeval.metrics import classification_report
-    from seqeval.scheme import IOB2
-
-    report = classification_report(gold, pred, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
-    return {k: {m: float(v) for m, v in d.items()} for k, d in report.items()}
 
 
 def word_confusion(gold: list[list[str]], pred: list[list[str]]) -> tuple[list[str], np.ndarray]:
@@ -131,7 +123,7 @@ def score(words: list[list[str]], gold: list[list[str]], pred: list[list[str]], 
     }
 
 
-FINER_DEV = "finer_dev"  # the set name of the FiNER sample's dev part (training/finer_sample.py)
+FINER_DEV = "finer_dev"  # the set name of the FiNER sample's dev part (filings/finer_sample.py)
 
 
 def known_only(gold: list[str], pred: list[str]) -> tuple[list[str], list[str]]:
@@ -252,11 +244,11 @@ def summary_table(results: dict, types: Sequence[str] | None = None, prefix: str
 
 
 def run_checklist(tagger: Tagger, out_dir: Path) -> str:
-    """The debt checklist (training/checklist.py) of a model: its table, also written to checklist.md."""
-    from training.checklist import load, score, table
+    """The debt checklist (evaluation/checklist.py) of a model: its table, also written to checklist.md."""
+    from evaluation.checklist import load, score, table
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = "**Debt checklist** (`python -m training.checklist`): sentences right per pattern\n\n" + table(score(tagger, load()))
+    text = "**Debt checklist** (`python -m evaluation.checklist`): sentences right per pattern\n\n" + table(score(tagger, load()))
     (out_dir / "checklist.md").write_text(text + "\n")
     return text
 
@@ -270,10 +262,10 @@ def load_model(model_dir: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.data import DataError, LoadReport, load_splits, resolve_source
+    from filings.sources import DataError, LoadReport, load_splits, resolve_source
     from training.features import tagger_config
 
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m evaluation.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("model", help="trained model folder (runs/<name>/model)")
     p.add_argument("--data", default="hub", help="'hub' (FiNER-139) or a FiNER-format folder/zip/jsonl")
     p.add_argument("--split", default="test")
@@ -316,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate_rows(logits, plain, rows, config, out, [scope, report_scope], a.batch_size,
                                 unfiltered=not a.filtered_only)
         if a.finer_sample:
-            from training.finer_sample import load_sample
+            from filings.finer_sample import load_sample
 
             results |= evaluate_rows(logits, plain, load_sample(a.finer_sample)["dev"], config, out,
                                      [scope, report_scope], a.batch_size, name=FINER_DEV)

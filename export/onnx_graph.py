@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from finer.runtime import session
-from training.export_source import ExportError, quiet
+from export.source import ExportError, quiet
 
 OPSET = 18
 INPUTS = ("input_ids", "attention_mask")

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from finer import artifacts
-from training.triton_configs import DEFAULT_REPOSITORY
+from export.triton_configs import DEFAULT_REPOSITORY
 
 FILINGS_ENV = "FINER_FILINGS"
-SAMPLE_ENV = "FINER_SAMPLE"  # FiNER-139 question batches (training/finer_sample.py); default: found beside the filings
+SAMPLE_ENV = "FINER_SAMPLE"  # FiNER-139 question batches (filings/finer_sample.py); default: found beside the filings
 CACHE = Path(".cache")
 # The first start's int8 F1 gate scores this many validation sentences (in file order), not all:
 # the whole split costs ~4 min on 2 cores, a fifth of the first start.
@@ -39,7 +39,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def training_plan() -> tuple[list[str], str]:
-    """Arguments for training.train and a sentence that says where the data and weights come from.
+    """Arguments for evaluation.run (fit, then score) and a sentence that says where the data and weights come from.
 
     The `hub-serve` or (offline) `serve` recipe: fixed steps/epochs sized for a first start."""
     from training.recipes import flags
@@ -93,7 +93,7 @@ def gate_file(args: list[str]) -> Path | None:
         return path if path.is_file() else None
     import zipfile
 
-    from training.data import download_finer139
+    from filings.sources import download_finer139
 
     target = CACHE / "finer139-validation.jsonl"
     if not target.is_file():
@@ -118,10 +118,10 @@ def ensure_model(repository: Path = DEFAULT_REPOSITORY, run_dir: Path = Path("ru
     started = time.monotonic()
     args, source = training_plan()
     print(f"no exported model in {model_dir}: building one first ({source}).", flush=True)
-    from training import train
-    from training.export import ExportError, export_model
+    from evaluation import run
+    from export.build import ExportError, export_model
 
-    if train.main([*args, "--output_dir", str(run_dir), "--run_name", "make-serve"]) != 0:
+    if run.main([*args, "--output_dir", str(run_dir), "--run_name", "make-serve"]) != 0:
         raise BootstrapError("training failed (see above)")
     validation = gate_file(args)
     try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finer.labels import OUTSIDE, UNKNOWN, finer_types
-from training.data import DataError, LoadReport
+from filings.sources import DataError, LoadReport
 
 QUESTION = re.compile(r'^\d+\. What is best tag for entity "(.*)" in sentence: "(.*)\?"$', re.M)
 # Parts of the file by sentence hash (out of 6): 2 dev, 1 validation, 3 train.

@@ -1,7 +1,7 @@
 """The behavioural check of the debt view: hand-written debt-note sentences, scored per pattern.
 
-    python -m training.checklist runs/serve/model          # a trained model folder (PyTorch)
-    python -m training.checklist model_repository/finer_model/3   # an exported version (ONNX Runtime)
+    python -m evaluation.checklist runs/serve/model          # a trained model folder (PyTorch)
+    python -m evaluation.checklist model_repository/finer_model/3   # an exported version (ONNX Runtime)
 
 Each number of `debt_checklist.txt` is marked with the label a filer would give it, or is expected
 to get no debt tag at all. The sentences go through the served path (`Tagger.entities`: raw text,
@@ -105,14 +105,14 @@ def tagger_for(folder: str | Path):
     folder = Path(folder)
     if (folder / "model.onnx").is_file():
         return Tagger.from_version(folder)
-    from training.evaluate import load_model, torch_logits
+    from evaluation.evaluate import load_model, torch_logits
 
     model, tokenizer = load_model(str(folder))
     return Tagger(plain_tokenizer(tokenizer.backend_tokenizer), TaggerConfig.load(folder), torch_logits(model))
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.checklist", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m evaluation.checklist", description=__doc__.splitlines()[0])
     p.add_argument("model", help="a trained model folder or an exported version folder")
     p.add_argument("--checklist", default=str(CHECKLIST))
     a = p.parse_args(argv)

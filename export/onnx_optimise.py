@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from finer.runtime import session
-from training.export_source import quiet
+from export.source import quiet
 
 # Model types whose graphs onnxruntime.transformers' BERT fusions understand (optimum's own mapping).
 ORT_FUSION_TYPES = {"bert": "bert", "distilbert": "bert", "roberta": "bert", "xlm-roberta": "bert",
@@ -44,7 +44,7 @@ def optimise(src: Path, dst: Path, model_config) -> dict:
 
 # Node groups (`node_groups`) that --quantize int8 keeps in fp32 by default. None: on the all-tags
 # model the fully quantised graph lost 0.00 points of validation F1 (paired 95% interval -0.18 to
-# +0.19); `python -m training.int8_sensitivity` ranks ffn.0 most harmful, the lever if a model's
+# +0.19); `python -m export.int8_sensitivity` ranks ffn.0 most harmful, the lever if a model's
 # gate fails (BENCHMARKS.md).
 INT8_FP32_GROUPS: tuple[str, ...] = ()
 

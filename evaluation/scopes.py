@@ -1,6 +1,6 @@
 """Derive the `debt-family` label scope from the data: the debt tags and their confusable neighbours.
 
-    python -m training.scopes --data .cache/corpus/ixbrl --model runs/serve/model \
+    python -m evaluation.scopes --data .cache/corpus/ixbrl --model runs/serve/model \
         --finer-sample ../shared/data/finer139-train-sample/finer_train_batched_500.jsonl
 
 A debt-only model has no label for the other numbers of a debt note (a rate at period end, a
@@ -20,8 +20,8 @@ from collections import Counter
 from pathlib import Path
 
 from finer.labels import DEBT_TYPES, SCOPES_FILE, entity_type
-from training.data import DataError, LoadReport, load_splits, resolve_source
-from training.finer_sample import load_sample
+from filings.sources import DataError, LoadReport, load_splits, resolve_source
+from filings.finer_sample import load_sample
 
 FAMILY = "debt-family"
 
@@ -40,7 +40,7 @@ def confusion_counts(model_dir: str, rows: list[dict]) -> Counter:
     """Entities of each non-debt type that the debt model `model_dir` tags as a debt type (first word)."""
     from finer.pipeline import TaggerConfig, plain_tokenizer
     from finer.spans import tag_spans
-    from training.evaluate import load_model, predict, torch_logits
+    from evaluation.evaluate import load_model, predict, torch_logits
 
     rows = [r for r in rows if any(t.startswith("B-") and entity_type(t) not in DEBT_TYPES for t in r["ner_tags"])]
     model, tokenizer = load_model(model_dir)
@@ -54,7 +54,7 @@ def confusion_counts(model_dir: str, rows: list[dict]) -> Counter:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.scopes", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m evaluation.scopes", description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="FiNER-format data ('hub' or a folder); its train split is read")
     p.add_argument("--finer-sample", default="", help="FiNER question-batch file; its train part is read too")
     p.add_argument("--model", default="", help="a debt-scope model folder whose confusions are counted")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     family = sorted({t for t, n in counts.items() if n >= a.min_count}
                     | {t for t, n in confused.items() if n >= a.min_confusions},
                     key=lambda t: (-confused[t], -counts[t], t))
-    command = " ".join(["python -m training.scopes", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m evaluation.scopes", *(argv if argv is not None else sys.argv[1:])])
     out = Path(a.out)
     scopes = json.loads(out.read_text()) if out.is_file() else {}
     scopes[FAMILY] = {"types": [*DEBT_TYPES, *family], "command": command, "min_count": a.min_count,

@@ -68,7 +68,7 @@ def fit_min_scores(gold: Sequence[Sequence[str]], scored: Sequence[tuple[Sequenc
 def calibrate(logits_fn, tokenizer, rows: Sequence[dict], config, scope, batch_size: int = 32
               ) -> tuple[dict[str, float], dict]:
     """Fit the minimum scores of `config`'s model on `rows` (validation), gold read in `scope`."""
-    from training.evaluate import known_only, predict_scored
+    from evaluation.evaluate import known_only, predict_scored
 
     known = set(config.labels)
     scored = predict_scored(logits_fn, tokenizer, rows, config, batch_size, desc="calibrating on validation")

@@ -11,7 +11,7 @@ import numpy as np
 
 from finer.labels import OUTSIDE
 from finer.pipeline import TaggerConfig, encode
-from training.export_source import ExportError
+from export.source import ExportError
 
 PARITY_TOLERANCE = 1e-4
 MAX_F1_DROP_POINTS = 0.5
@@ -103,9 +103,10 @@ def validation_f1(path: Path, tokenizer, config: TaggerConfig, candidates: dict,
     each took; tags outside the model's labels count as O. With candidates "fp32" and "int8", also
     int8's paired difference (int8 - fp32, bootstrap over the same sentences, 95% interval)."""
     from finer.labels import entity_type
-    from training.confidence import entity_counts, paired_difference
-    from training.data import DataError, load_splits
-    from training.evaluate import entity_scores, predict
+    from evaluation.confidence import entity_counts, paired_difference
+    from filings.sources import DataError, load_splits
+    from evaluation.evaluate import predict
+    from training.metrics import entity_scores
 
     try:
         rows = [r for split in load_splits(path).values() for r in split][:max_sentences]

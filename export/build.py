@@ -1,8 +1,8 @@
 """Trained token classifier -> a new numbered version of `finer_model` in the Triton model repository.
 
-    python -m training.export runs/latest/model                       # fp32, parity-checked, optimised
-    python -m training.export models:/finer/3 --quantize int8 --validation data/validation.jsonl
-    python -m training.export --rollback                              # retire the newest version
+    python -m export.build runs/latest/model                       # fp32, parity-checked, optimised
+    python -m export.build models:/finer/3 --quantize int8 --validation data/validation.jsonl
+    python -m export.build --rollback                              # retire the newest version
 
 A version folder `<repository>/finer_model/<N>/` holds model.onnx (inputs input_ids, attention_mask
 int64 [batch, seq]; output logits float32 [batch, seq, labels]), tokenizer.json, finer.json (labels,
@@ -18,7 +18,7 @@ special ids, window settings) and export.json (provenance and the figures below)
    strict IOB2) of fp32 ONNX vs int8 ONNX: a drop over `--max-f1-drop` points fails the export
    (or, with `--on-f1-drop fp32`, writes the fp32 model instead).
 
-Versions (`training.repository`): version N is the whole ensemble, finer_model/<N> and each Python
+Versions (`export.repository`): version N is the whole ensemble, finer_model/<N> and each Python
 step's <N> with the tokenizer and labels it reads, and N is never reused. One export writes one
 version; with `--also-fp32` an int8 export writes the fp32 model as N and the int8 one as N+1
 (Triton serves the newest). Everything is built in a hidden staging folder and renamed into place
@@ -42,12 +42,12 @@ from finer.pipeline import TaggerConfig, load_tokenizer, plain_tokenizer
 from finer.runtime import ort_logits, session
 from finer.serving import ServingSpec
 from finer.words import split_words
-from training.export_gates import (MAX_F1_DROP_POINTS, PARITY_TOLERANCE, SAMPLE_TEXTS, ParitySet, parity_gate,
+from export.gates import (MAX_F1_DROP_POINTS, PARITY_TOLERANCE, SAMPLE_TEXTS, ParitySet, parity_gate,
                                    read_tokens, validation_f1)
-from training.export_source import ExportError, load_classifier, locate_model, tagger_settings
-from training.onnx_graph import INPUTS, check_signature, export_onnx, free_label_axis, package_version
-from training.onnx_optimise import INT8_FP32_GROUPS, fp32_nodes, optimise, quantise
-from training.repository import RepositoryError, rollback, staging_folder, write_version
+from export.source import ExportError, load_classifier, locate_model, tagger_settings
+from export.onnx_graph import INPUTS, check_signature, export_onnx, free_label_axis, package_version
+from export.onnx_optimise import INT8_FP32_GROUPS, fp32_nodes, optimise, quantise
+from export.repository import RepositoryError, rollback, staging_folder, write_version
 
 
 @dataclass
@@ -117,7 +117,7 @@ def build_fp32(source: str, staging: Path, tracking_uri: str, max_length: int | 
     """Stages 1-3 for fp32: resolve the source, export, optimise; each graph gated on parity with PyTorch."""
     from tokenizers import Tokenizer
 
-    from training.evaluate import torch_logits
+    from evaluation.evaluate import torch_logits
 
     path, provenance = locate_model(source, tracking_uri, staging)
     model, hf_tokenizer, labels = load_classifier(path)
@@ -309,7 +309,7 @@ def summary(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m export.build", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Rollback: --rollback moves the newest version N of every model of the ensemble "
                                        "to <repository>/<model>/.retired/<N>; restart Triton to serve the previous one.")
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--int8-fp32", type=lambda v: tuple(g for g in v.split(",") if g and g != "none"),
                    default=INT8_FP32_GROUPS, metavar="GROUPS",
                    help="node groups kept fp32 in the int8 model, e.g. classifier,ffn.5 ('none': quantise all; "
-                        f"default: {','.join(INT8_FP32_GROUPS) or 'none'}, from `python -m training.int8_sensitivity`)")
+                        f"default: {','.join(INT8_FP32_GROUPS) or 'none'}, from `python -m export.int8_sensitivity`)")
     p.add_argument("--parity-data", help="FiNER-format jsonl whose 'tokens' feed the parity check (default: built-in filing sentences)")
     p.add_argument("--parity-sentences", type=int, default=32, help="sentences of --parity-data to use (default: %(default)s)")
     p.add_argument("--max-length", type=int, default=None, help="window length in sub-tokens (default: the training run's finer.json, else 128)")

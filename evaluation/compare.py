@@ -1,10 +1,10 @@
 """One table of training runs from MLflow: options -> test F1 with 95% intervals, training time.
 
-    python -m training.compare                          # every finished run of experiment 'finer'
-    python -m training.compare --runs base,shapes20     # by run name, in this order
-    python -m training.compare --scope debt             # the debt tags, also read from all-tags runs
-    python -m training.compare --scope debt --baseline base   # + each run's effect, paired bootstrap
-    python -m training.compare --scope debt --set finer_dev   # on the FiNER sample's dev part
+    python -m evaluation.compare                          # every finished run of experiment 'finer'
+    python -m evaluation.compare --runs base,shapes20     # by run name, in this order
+    python -m evaluation.compare --scope debt             # the debt tags, also read from all-tags runs
+    python -m evaluation.compare --scope debt --baseline base   # + each run's effect, paired bootstrap
+    python -m evaluation.compare --scope debt --set finer_dev   # on the FiNER sample's dev part
 
 Scores are the held-out companies' test split (never used for model selection): `filtered` =
 sentences holding a tag of the scope (the seed's setting), `unfiltered` = every sentence.
@@ -57,18 +57,18 @@ def _prefix(run, scope: str | None, dataset: str = "test") -> str:
 def _counts(tracking_uri: str, run_id: str, name: str):
     import mlflow
 
-    from training.confidence import load_counts
+    from evaluation.confidence import load_counts
 
     try:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, tracking_uri=tracking_uri,
                                                    artifact_path=f"evaluation/entity_counts_{name}.npz")
-    except Exception:  # evaluated before counts were stored: `python -m training.evaluate --mlflow` adds them
+    except Exception:  # evaluated before counts were stored: `python -m evaluation.evaluate --mlflow` adds them
         return None
     return load_counts(path)[0]
 
 
 def _delta(tracking_uri: str, run, base, scope: str | None, test: str, dataset: str = "test") -> str:
-    from training.confidence import paired_difference
+    from evaluation.confidence import paired_difference
 
     a = _counts(tracking_uri, base.info.run_id, _prefix(base, scope, dataset) + test)
     b = _counts(tracking_uri, run.info.run_id, _prefix(run, scope, dataset) + test)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    p = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m evaluation.compare", description=__doc__.splitlines()[0])
     p.add_argument("--runs", default="", help="comma-separated run names (default: all finished runs)")
     p.add_argument("--scope", default=None, help="score this scope, read from wider runs too (e.g. debt)")
     p.add_argument("--baseline", default="", help="run name to measure each run's effect against (paired bootstrap)")

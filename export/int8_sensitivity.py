@@ -1,6 +1,6 @@
 """Which parts of the model lose accuracy under int8: quantise one group at a time, measure the harm.
 
-    python -m training.int8_sensitivity runs/all_dapt/model --validation .cache/corpus/ixbrl/validation.jsonl
+    python -m export.int8_sensitivity runs/all_dapt/model --validation .cache/corpus/ixbrl/validation.jsonl
 
 The exported fp32 graph's quantisable nodes fall into groups: each encoder layer's attention (the
 fused `Attention` node and its output projection), each layer's feed-forward block (the two dense
@@ -16,7 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 def word_tags_of(path: Path, tokenizer, config, documents: list[list[str]]) -> list[list[str]]:
     from finer.pipeline import Tagger
@@ -36,10 +35,10 @@ def changed_share(reference: list[list[str]], other: list[list[str]], documents:
 def study(model: str, validation: Path, sentences: int, scratch: Path) -> list[dict]:
     """One row per group: the group, its nodes, the share of candidate words whose tag changes, and F1."""
     from finer.labels import OUTSIDE
-    from training.data import load_splits
-    from training.evaluate import entity_scores
-    from training.export import build_fp32
-    from training.onnx_optimise import node_groups, quantise
+    from filings.sources import load_splits
+    from training.metrics import entity_scores
+    from export.build import build_fp32
+    from export.onnx_optimise import node_groups, quantise
 
     fp32 = build_fp32(model, scratch, tracking_uri="", max_length=None, stride=None, parity_data=None,
                       parity_sentences=16, timings={})
@@ -80,7 +79,7 @@ def table(results: list[dict], sentences: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.int8_sensitivity", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m export.int8_sensitivity", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="trained model folder or MLflow URI")
     p.add_argument("--validation", type=Path, required=True, help="FiNER-format jsonl")
     p.add_argument("--sentences", type=int, default=1500, help="validation sentences, those with a tag first")
