@@ -1,10 +1,10 @@
 # The front doors (server/front.py) in front of the official Triton container: body and message
-# limits, the operator-API gate and canary readiness. Python only; no Triton, no model.
+# limits, admission control, the operator-API gate and canary readiness. Python only (finer/ and
+# server/); no Triton, no model.
 FROM python:3.11-slim
 WORKDIR /opt/finer-triton
 COPY pyproject.toml README.md ./
 COPY finer ./finer
-COPY client ./client
 COPY server ./server
 RUN pip install --no-cache-dir ".[front]" && python3 -c "import server.front"
 USER nobody
