@@ -105,7 +105,7 @@ def tagger_for(folder: str | Path):
     folder = Path(folder)
     if (folder / "model.onnx").is_file():
         return Tagger.from_version(folder)
-    from evaluation.evaluate import load_model, torch_logits
+    from training.models import load_model, torch_logits
 
     model, tokenizer = load_model(str(folder))
     return Tagger(plain_tokenizer(tokenizer.backend_tokenizer), TaggerConfig.load(folder), torch_logits(model))

@@ -22,21 +22,7 @@ from finer.words import may_be_entity
 from evaluation.confidence import bootstrap, entity_counts, save_counts
 from evaluation.errors import error_report, error_table, plot_errors
 from training.metrics import entity_scores
-
-
-def torch_logits(model) -> LogitsFn:
-    import torch
-
-    model.eval()
-    device = next(model.parameters()).device
-
-    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            out = model(input_ids=torch.from_numpy(input_ids).to(device),
-                        attention_mask=torch.from_numpy(attention_mask).to(device))
-        return out.logits.float().cpu().numpy()
-
-    return run
+from training.models import load_model, torch_logits
 
 
 def predict_scored(logits_fn: LogitsFn, tokenizer, rows: Sequence[dict], config: TaggerConfig,
@@ -251,14 +237,6 @@ def run_checklist(tagger: Tagger, out_dir: Path) -> str:
     text = "**Debt checklist** (`python -m evaluation.checklist`): sentences right per pattern\n\n" + table(score(tagger, load()))
     (out_dir / "checklist.md").write_text(text + "\n")
     return text
-
-
-def load_model(model_dir: str):
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForTokenClassification.from_pretrained(model_dir)
-    return model, tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:

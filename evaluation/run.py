@@ -22,7 +22,8 @@ def score(fitted: Fitted) -> dict:
     import mlflow
 
     from evaluation.calibrate import calibrate
-    from evaluation.evaluate import FINER_DEV, evaluate_rows, run_checklist, torch_logits
+    from evaluation.evaluate import FINER_DEV, evaluate_rows, run_checklist
+    from training.models import torch_logits
     from finer.pipeline import Tagger, plain_tokenizer
 
     a, config, out = fitted.args, fitted.config, fitted.evaluation_dir

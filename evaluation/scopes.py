@@ -40,7 +40,8 @@ def confusion_counts(model_dir: str, rows: list[dict]) -> Counter:
     """Entities of each non-debt type that the debt model `model_dir` tags as a debt type (first word)."""
     from finer.pipeline import TaggerConfig, plain_tokenizer
     from finer.spans import tag_spans
-    from evaluation.evaluate import load_model, predict, torch_logits
+    from evaluation.evaluate import predict
+    from training.models import load_model, torch_logits
 
     rows = [r for r in rows if any(t.startswith("B-") and entity_type(t) not in DEBT_TYPES for t in r["ner_tags"])]
     model, tokenizer = load_model(model_dir)

@@ -117,7 +117,7 @@ def build_fp32(source: str, staging: Path, tracking_uri: str, max_length: int | 
     """Stages 1-3 for fp32: resolve the source, export, optimise; each graph gated on parity with PyTorch."""
     from tokenizers import Tokenizer
 
-    from evaluation.evaluate import torch_logits
+    from training.models import torch_logits
 
     path, provenance = locate_model(source, tracking_uri, staging)
     model, hf_tokenizer, labels = load_classifier(path)

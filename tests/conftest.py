@@ -91,7 +91,7 @@ class Served:
 
     def reference(self, texts: list[str]) -> list[list[dict]]:
         """Entities from the in-process PyTorch model, through the same windows and decoding."""
-        from evaluation.evaluate import torch_logits
+        from training.models import torch_logits
 
         tagger = Tagger(self.tokenizer, self.config, torch_logits(self.model))
         return [[e.to_dict() for e in doc] for doc in tagger.entities(texts)]

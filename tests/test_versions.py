@@ -20,7 +20,7 @@ def reference(version_dir, model_dir) -> list[list[tuple]]:
     """Entities of the in-process PyTorch model through the version's own tokenizer and finer.json."""
     from transformers import AutoModelForTokenClassification
 
-    from evaluation.evaluate import torch_logits
+    from training.models import torch_logits
 
     model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
     tagger = Tagger(load_tokenizer(version_dir / "tokenizer.json"), TaggerConfig.load(version_dir), torch_logits(model))
