@@ -65,7 +65,7 @@ pretrain: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## adapt 
 NPROC ?= 1
 TORCHRUN_ARGS ?= --standalone
 TRAIN_PY = $(if $(filter-out 1,$(NPROC)),$(abspath $(VENV))/bin/torchrun $(TORCHRUN_ARGS) --nproc_per_node=$(NPROC),$(PY))
-train: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## fine-tune with the recipe (its pretraining stage first, if not done), tracked in MLflow (NPROC=2: data-parallel)
+train: setup $(if $(strip $(FINER_FILINGS)),$(CORPUS)/train.jsonl)  ## fit with the recipe (its pretraining stage first, if not done), then calibrate and score it (evaluation.run); tracked in MLflow (NPROC=2: data-parallel)
 	@flags="$$($(PY) -m training.recipes $(RECIPE) --pending-pretrain)"; \
 	  if [ -n "$$flags" ]; then echo "pretraining first: $$flags"; $(PY) -m training.pretrain --data "$(DATA)" $$flags || exit 1; fi
 	$(TRAIN_PY) -m evaluation.run --data "$(DATA)" --output_dir $(RUN) $(TRAIN_FLAGS) $(SAMPLE_FLAGS) $(if $(SCOPE),--scope "$(SCOPE)") $(ARGS)
@@ -80,7 +80,7 @@ MODEL ?= $(RUN)/model
 export: setup  ## export MODEL (a run's model folder or models:/finer/<v>) as a new version in model_repository
 	$(PY) -m export.build "$(MODEL)" $(EXPORT_FLAGS)
 
-rollback: setup  ## retire the newest exported version (restart the server afterwards)
+rollback: setup  ## retire the newest exported version and regenerate the configs for the one now served (restart the server afterwards)
 	$(PY) -m export.build --rollback
 
 HTTP_PORT ?= 8000
