@@ -25,7 +25,7 @@ from demo.filing_review import AGREED, CATEGORIES, DIFFERENT, MISSED, MAX_FILING
     Sentence, check_upload, compare, read_sentences, served_types
 from demo.tagging import EXAMPLES, MAX_TEXT_CHARS, InputProblem, tag_text as tag_directly
 from finer.words import split_words
-from server.triton import free_port
+from server.triton import free_port, wait_until
 from evaluation.errors import error_report
 from filings.ixbrl import read_filing
 
@@ -326,8 +326,11 @@ def test_server_restarted_mid_check_is_a_message_then_the_app_works_again(browse
         open_tab(page, "Check a filing")
         upload(page, LARGE_FILING)
         page.wait_for_selector(f'#filing-upload td.filename[aria-label="{LARGE_FILING.name}"]')
+        admitted = server.admission.admitted
         page.click("#filing-button")
-        time.sleep(1.5)  # reading the filing takes about a second; tagging has begun
+        # Kill as soon as the app's first request has reached the server: the check is still tagging
+        # (a fixed sleep let a fast machine finish the whole check before the kill).
+        assert wait_until(lambda: server.admission.admitted > admitted, 60, 0.005) is not None
         os.killpg(server.process.pid, signal.SIGKILL)
         page.wait_for_function(
             "() => document.querySelector('#filing-message')?.innerText.includes('could not tag the filing')",
