@@ -53,6 +53,14 @@ _INVALID = {"StatusCode.INVALID_ARGUMENT", "400", "413", "StatusCode.RESOURCE_EX
 # Triton answers 400 / INVALID_ARGUMENT for these too; they are about the model, not the input.
 _MODEL_MESSAGE = re.compile(r"unknown model|is not found|is not ready|unavailable model|no version is available")
 _RETRY_AFTER = re.compile(r"retry after ([\d.]+) s")
+OVERLOAD_ATTEMPTS = 20  # refusals for load one request takes before the caller gets ServerOverloaded
+BACKOFF_S = 0.1  # first pause before retrying an unreachable server; doubled each time
+
+
+def retry_hint_s(detail: str) -> float:
+    """The seconds an `[overloaded]` refusal says to wait (1 s if it says nothing)."""
+    found = _RETRY_AFTER.search(detail)
+    return float(found.group(1)) if found else 1.0
 
 
 def translate(error: BaseException, *, url: str, protocol: str, model: str, timeout: float,
@@ -67,8 +75,7 @@ def translate(error: BaseException, *, url: str, protocol: str, model: str, time
     if isinstance(error, InferenceServerException):
         status, detail = str(error.status()), error.message() or str(error)
         if status == "429" or has_code(detail, ERROR_OVERLOADED):
-            hint = _RETRY_AFTER.search(detail)
-            return ServerOverloaded(f"{where} is at capacity: {detail}", float(hint.group(1)) if hint else 1.0)
+            return ServerOverloaded(f"{where} is at capacity: {detail}", retry_hint_s(detail))
         detail = re.sub(r"^\[[^\]]*\] ", "", detail)
         if status in _UNREACHABLE:
             return unreachable(where, detail + tries)
@@ -89,12 +96,6 @@ def translate(error: BaseException, *, url: str, protocol: str, model: str, time
     if isinstance(error, OSError):
         return unreachable(where, f"{type(error).__name__}: {error}" + tries)
     return ServerError(f"unexpected answer from {where} ({type(error).__name__}: {error}): see the server's log")
-
-
-OVERLOAD_ATTEMPTS = 20  # refusals for load one request takes before the caller gets ServerOverloaded
-
-
-BACKOFF_S = 0.1  # first pause before retrying an unreachable server; doubled each time
 
 
 def retry_pause(error: FinerError, attempts: int, refusals: int, retries: int) -> float | None:

@@ -14,7 +14,8 @@ import os
 import sys
 
 from finer.labels import DEBT_TYPES
-from training.train import Fitted, main as fit
+from training import train
+from training.train import Fitted
 
 
 def score(fitted: Fitted) -> dict:
@@ -30,10 +31,10 @@ def score(fitted: Fitted) -> dict:
     logits, plain = torch_logits(fitted.model), plain_tokenizer(fitted.tokenizer.backend_tokenizer)
     scopes = [fitted.scope, fitted.report_scope]
     if a.calibrate:
-        config.min_scores, fit_ = calibrate(logits, plain, fitted.validation, config, fitted.scope, a.eval_batch_size)
+        config.min_scores, fit = calibrate(logits, plain, fitted.validation, config, fitted.scope, a.eval_batch_size)
         print(f"calibrated minimum scores {config.min_scores}: validation micro P/R/F1 "
-              f"{fit_['before']} -> {fit_['after']}", file=sys.stderr)
-        mlflow.log_dict({"min_scores": config.min_scores, **fit_}, "calibration.json")
+              f"{fit['before']} -> {fit['after']}", file=sys.stderr)
+        mlflow.log_dict({"min_scores": config.min_scores, **fit}, "calibration.json")
         config.save(fitted.model_dir)
     results = evaluate_rows(logits, plain, fitted.test, config, out, scopes, batch_size=a.eval_batch_size,
                             unfiltered=a.score_test == "all") if fitted.test else {}
@@ -52,7 +53,7 @@ def score(fitted: Fitted) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return fit(argv, score=score)
+    return train.main(argv, score=score)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,14 @@ import random
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from client.errors import retry_hint_s
 from finer.serving import ERROR_OVERLOADED, ERROR_TOO_BIG, has_code
 from loadtest.sentences import DEFAULT_CORPUS, read_corpus, read_sentences
 from loadtest.server_process import ServerExited, ServerProcess
@@ -68,7 +70,7 @@ class Http:
     def __init__(self, url: str, timeout: float):
         self.connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=timeout)
 
-    def send(self, text: str, body: bytes) -> tuple[str, str]:
+    def send(self, body: bytes) -> tuple[str, str]:
         """('ok' | 'refused' | 'other', detail)."""
         try:
             self.connection.request("POST", "/v2/models/finer/infer", body, {"Content-Type": "application/json"})
@@ -95,7 +97,7 @@ class Grpc:
         self.channel = grpc.insecure_channel(url)
         self.call = self.channel.unary_unary(INFER)
 
-    def send(self, text: str, message: bytes) -> tuple[str, str]:
+    def send(self, message: bytes) -> tuple[str, str]:
         try:
             self.call(message, timeout=self.timeout)
             return "ok", ""
@@ -106,14 +108,6 @@ class Grpc:
 
     def close(self) -> None:
         self.channel.close()
-
-
-def hint_s(detail: str) -> float:
-    found = detail.split("retry after ")[-1].split(" s")[0] if "retry after " in detail else ""
-    try:
-        return float(found)
-    except ValueError:
-        return 1.0
 
 
 @dataclass
@@ -170,7 +164,7 @@ def run_phase(server: ServerProcess, text: str, clients: int, seconds: float, ti
         try:
             while not stop.is_set():
                 started = time.monotonic()
-                outcome, detail = sender.send(text, payloads[protocol])
+                outcome, detail = sender.send(payloads[protocol])
                 took = time.monotonic() - started
                 with lock:
                     if outcome == "ok":
@@ -180,7 +174,7 @@ def run_phase(server: ServerProcess, text: str, clients: int, seconds: float, ti
                     else:
                         phase.other.append((protocol, detail))
                 if outcome == "refused":
-                    stop.wait(max(0.05, hint_s(detail) * rng.uniform(0.5, 1.5)))
+                    stop.wait(max(0.05, retry_hint_s(detail) * rng.uniform(0.5, 1.5)))
         finally:
             sender.close()
 
@@ -210,7 +204,7 @@ def fitting_document(server: ServerProcess, sentences: list[str], size: int) -> 
     sender = Http(server.http_url, 120)
     try:
         while True:
-            outcome, detail = sender.send(text, body_of(text))
+            outcome, detail = sender.send(body_of(text))
             if outcome == "ok":
                 return text
             if not has_code(detail, ERROR_TOO_BIG):

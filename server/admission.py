@@ -10,15 +10,15 @@ measured itself doing, and refused at once otherwise with 429 / RESOURCE_EXHAUST
 Work is counted in bytes: a request costs its body's bytes plus REQUEST_BYTES for what every
 request costs whatever its size (tokenising, three Python steps, the answer). Capacity is the
 same unit per second, measured on the requests answered while the server was busy, so how bytes
-turn into windows cancels out. Until it is measured (and never below it), `floor` is admitted: by
-default one largest request per model instance, so the model is never idle for want of work.
+turn into windows cancels out. Until it is measured (and never below it), `floor` bytes are
+admitted (`server.service.admission_for`: two largest documents per model instance), so the model
+is never idle for want of work.
 """
 from __future__ import annotations
 
 import math
 import threading
 import time
-from dataclasses import dataclass
 
 from finer.serving import ERROR_OVERLOADED, coded
 
@@ -27,12 +27,6 @@ REQUEST_BYTES = 1024  # the fixed cost of one request, in body bytes (~ two wind
 MAX_REQUESTS = 48  # requests in flight at once, whatever their size (the gRPC door's threads)
 MEASURE_S = 1.0  # busy seconds per capacity sample
 SMOOTHING = 0.3  # weight of a new capacity sample
-
-
-@dataclass
-class Ticket:
-    cost: int
-    admitted_at: float
 
 
 class Admission:
@@ -50,13 +44,14 @@ class Admission:
         self._sample_busy, self._sample_cost = 0.0, 0
 
     def cost_of(self, body_bytes: int) -> int:
+        """What a request of `body_bytes` counts for: the ticket `admit` hands out and `done` takes back."""
         return int(body_bytes) + self.request_bytes
 
     def budget(self) -> int:
         return max(self.floor, int(self.capacity * self.queue_s))
 
-    def admit(self, body_bytes: int) -> Ticket | None:
-        """A ticket to hand back to `done`, or None: refuse the request (see `refusal`)."""
+    def admit(self, body_bytes: int) -> int | None:
+        """A ticket (the request's cost) to hand back to `done`, or None: refuse it (see `refusal`)."""
         cost = self.cost_of(body_bytes)
         with self._lock:
             # An idle server takes any request (one over the budget alone is the size limit's business).
@@ -69,17 +64,17 @@ class Admission:
             self.in_flight += 1
             self.cost += cost
             self.admitted += 1
-            return Ticket(cost, now)
+            return cost
 
-    def done(self, ticket: Ticket, answered: bool = True) -> None:
+    def done(self, ticket: int, answered: bool = True) -> None:
         """The request ended; `answered`: Triton did its work (not a refusal, a timeout or a lost client)."""
         with self._lock:
             now = time.monotonic()
             self.in_flight -= 1
-            self.cost -= ticket.cost
+            self.cost -= ticket
             if answered:
                 self.last_done = now
-                self._sample_cost += ticket.cost
+                self._sample_cost += ticket
             if self._busy_since is not None:
                 self._sample_busy += now - self._busy_since
                 self._busy_since = now if self.in_flight else None
@@ -89,16 +84,13 @@ class Admission:
                     self.capacity = rate if not self.capacity else (1 - SMOOTHING) * self.capacity + SMOOTHING * rate
                 self._sample_busy, self._sample_cost = 0.0, 0
 
-    def retry_after_s(self) -> float:
-        """About when the work in flight now will have drained."""
+    def refusal(self) -> tuple[str, int]:
+        """The refusal's message, with about when the work in flight now will have drained, and its
+        Retry-After header value (whole seconds, at least 1)."""
         with self._lock:
             rate = max(self.capacity, self.floor / self.queue_s)  # the floor is what it is trusted with
-            return min(30.0, max(0.1, self.cost / rate))
-
-    def refusal(self) -> tuple[str, int]:
-        """The refusal's message and its Retry-After header value (whole seconds, at least 1)."""
-        wait = self.retry_after_s()
-        return (coded(ERROR_OVERLOADED, f"the server is at capacity ({self.in_flight} requests in flight): "
+            wait, in_flight = min(30.0, max(0.1, self.cost / rate)), self.in_flight
+        return (coded(ERROR_OVERLOADED, f"the server is at capacity ({in_flight} requests in flight): "
                                         f"retry after {wait:.1f} s"), max(1, math.ceil(wait)))
 
     def busy(self, within_s: float) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from server.admin import operator_key
 from server.service import Fronts, admission_for, max_body_bytes
 from server.supervisor import Supervisor
-from server.triton import DEFAULT_REPOSITORY
+from server.triton import DEFAULT_REPOSITORY, UNIX
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s", level=logging.INFO, stream=sys.stderr)
     key = operator_key()
-    triton_http = args.triton_http if args.triton_http.startswith("unix:") else "http://" + args.triton_http.removeprefix("http://")
+    triton_http = args.triton_http if args.triton_http.startswith(UNIX) else "http://" + args.triton_http.removeprefix("http://")
     admission = admission_for(args.repository)
     watch = Supervisor(None, interval_s=args.canary_interval, triton_http=triton_http, busy=admission.busy)
     fronts = Fronts(triton_http, args.triton_grpc, (args.address, args.http_port), (args.address, args.grpc_port),

@@ -31,6 +31,7 @@ from aiohttp import ClientError, ClientPayloadError, ClientSession, ClientTimeou
 from finer.serving import ERROR_BAD_INPUT, ERROR_BAD_TEXT, ERROR_TOO_BIG, coded
 from server.admin import ADMIN_HEADER, HTTP_PATHS, REFUSED, admitted
 from server.admission import Admission
+from server.triton import UNIX  # a backend "unix:/path/http.sock": Triton's HTTP endpoint on a Unix socket
 
 MAX_JSON_DEPTH = 12  # a request nests 4 deep ({"inputs": [{"data": [...]}]}); rows of a 2-D tensor add one
 MAX_NAME_CHARS = 256
@@ -39,7 +40,6 @@ REPLY_TIMEOUT_S = 300.0  # Triton's answer to one request (a full request on a b
 READY_PATH = re.compile(r"^/v2/(health/ready|models/[^/]+(/versions/[^/]+)?/ready)$")
 INFER_PATH = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
 SHM_REGISTER = re.compile(r"^/v2/(system|cuda)sharedmemory/region/[^/]+/register$")
-UNIX = "unix:"  # a backend "unix:/path/http.sock": Triton's HTTP endpoint on a Unix socket
 # Hop-by-hop headers, and those aiohttp sets itself.
 DROPPED = {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "expect",
            "proxy-connection", "te", "trailer"}

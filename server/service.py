@@ -18,7 +18,7 @@ from pathlib import Path
 
 from finer.serving import ServingSpec
 from server.admin import operator_key
-from server.admission import Admission
+from server.admission import REQUEST_BYTES, Admission
 from server.front_grpc import GrpcFront
 from server.front_http import HttpFront
 from server.supervisor import Supervisor
@@ -47,9 +47,7 @@ def admission_for(repository: Path) -> Admission:
     finer_model instance."""
     groups = model_config(repository, "finer_model").instance_group
     instances = sum(g.count or 1 for g in groups) or 1
-    admission = Admission(floor=0)
-    admission.floor = 2 * instances * admission.cost_of(published(repository, "max_text_bytes"))
-    return admission
+    return Admission(floor=2 * instances * (published(repository, "max_text_bytes") + REQUEST_BYTES))
 
 
 async def cancel_pending() -> None:
@@ -65,7 +63,7 @@ class Fronts:
 
     def __init__(self, triton_http: str, triton_grpc: str, http: tuple[str, int], grpc: tuple[str, int], limit: int,
                  health, keys: tuple[str | None, str | None], admission: Admission):
-        self.admission = admission  # one bound on the work of both doors
+        # One admission bound on the work of both doors.
         self.grpc = GrpcFront(triton_grpc, *grpc, limit, health, keys, admission)
         self.http = HttpFront(triton_http, *http, limit, health, keys, admission)
         self._loop: asyncio.AbstractEventLoop | None = None
