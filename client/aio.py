@@ -14,7 +14,7 @@ from client import plan as planner
 from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, timed_out, translate
 from client.plan import Entity, Limits, Piece
 from client.protocol import ClientSettings, grpc_channel_args, Health, Metadata, config_json, entities_payloads, \
-    LABELS_MODEL, label_list, labels_from, metadata_from, step_names, request_inputs
+    LABELS_MODEL, label_list, published, metadata_from, step_names, request_inputs
 
 
 class AsyncFinerClient(ClientSettings):
@@ -99,10 +99,10 @@ class AsyncFinerClient(ClientSettings):
             step = await self._call(lambda c: c.get_model_metadata(name, "", **self._kwargs(True)))
             steps[name] = str((step.get("versions") or [""])[-1])
         try:
-            labels = labels_from(await self._call(lambda c: c.infer(LABELS_MODEL, [])))
+            labels, card = published(await self._call(lambda c: c.infer(LABELS_MODEL, [])))
         except FinerError:  # a repository without finer_labels
-            labels = None
-        return metadata_from(self.model, config, meta, steps, labels)
+            labels, card = None, ""
+        return metadata_from(self.model, config, meta, steps, labels, card)
 
     async def tag(self, texts: str | bytes | list, labels: str | Sequence[str] | None = None) -> list[Entity] | list[list[Entity]]:
         """As `FinerClient.tag`: the whole call ends within the client's timeout."""

@@ -4,6 +4,7 @@
     finer-tag --file filing.txt --format pretty
     cat sentences.txt | finer-tag --lines --protocol http --url 127.0.0.1:8000
     finer-tag --files filings/ --out entities/ --url host1:8001 --url host2:8001   # an archive (client.batch)
+    finer-tag --info                      # the served version, its limits and its model card
 
 Exit codes: 0 done, 1 server problem (unreachable, model not ready, timeout, server error),
 2 bad usage or input. Errors are one line on stderr.
@@ -37,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Tag financial text with FiNER-139 entities from a Triton server.",
                epilog="finer-tag --files DIR --out OUT tags a folder of filings over one or more --url "
                       "(python -m client.batch --help)")
+    p.add_argument("--info", action="store_true", help="print the served model's version, limits and model card, then exit")
     p.add_argument("text", nargs="*", help="documents to tag, one per argument (else --file, else stdin)")
     p.add_argument("--file", "-f", help="read the text from this file ('-' = stdin)")
     p.add_argument("--lines", action="store_true", help="file/stdin holds one document per line (default: one document)")
@@ -101,6 +103,20 @@ def use_colour(choice: str) -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
+def info(args) -> int:
+    """`--info`: what the server serves, then the served version's model card."""
+    if args.text or args.file:
+        raise UsageError("--info takes no text")
+    with FinerClient(args.url, args.protocol, args.model, timeout=args.timeout) as client:
+        meta = client.metadata()
+    steps = ", ".join(f"{name} {version}" for name, version in meta.steps.items())
+    print(f"{meta.model} version {meta.version} at {client.url} ({args.protocol}): {steps}; at most "
+          f"{meta.max_documents} documents and {meta.max_windows} windows per request; "
+          f"{len(meta.labels) if meta.labels is not None else 'unknown'} tags")
+    print(meta.model_card or "(the served version has no model card: export it again with this version of the project)")
+    return 0
+
+
 def fail(error: Exception, code: int) -> int:
     print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever the server said
     return code
@@ -114,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return tag_files(argv)
     try:
         args = parser().parse_args(argv)
+        if args.info:
+            return info(args)
         documents = read_documents(args)
         with FinerClient(args.url, args.protocol, args.model, timeout=args.timeout) as client:
             found = client.tag(documents, labels=args.labels.split(",") if args.labels else None)

@@ -47,6 +47,8 @@ class Metadata:
     max_windows: int
     # Tags the served model can return (from the `finer_labels` model); None if the repository has none.
     labels: list | None
+    # The served version's MODEL_CARD.md (Markdown, from `finer_labels`); "" where the version has none.
+    model_card: str = ""
 
 
 def check_settings(url: str | None, protocol: str, timeout: float, retries: int, concurrency: int) -> str:
@@ -129,14 +131,18 @@ def config_json(answer, protocol: str) -> dict:
 LABELS_MODEL = "finer_labels"  # answers, with no inputs, the label list of the served finer_model
 
 
-def labels_from(result) -> list[str]:
-    return [t.decode("utf-8") for t in result.as_numpy("LABELS").reshape(-1)]
+def published(result) -> tuple[list[str], str]:
+    """The labels and the model card `finer_labels` answers (a repository older than the card: no card)."""
+    labels = [t.decode("utf-8") for t in result.as_numpy("LABELS").reshape(-1)]
+    card = result.as_numpy("MODEL_CARD")
+    return labels, card.reshape(-1)[0].decode("utf-8") if card is not None and card.size else ""
 
 
-def metadata_from(model: str, config: dict, model_meta: dict, steps: dict, labels: list | None) -> Metadata:
+def metadata_from(model: str, config: dict, model_meta: dict, steps: dict, labels: list | None,
+                  card: str = "") -> Metadata:
     limits = Limits.from_config(config)
     return Metadata(model, str((model_meta.get("versions") or [""])[-1]), steps, limits.max_documents,
-                    limits.max_windows, labels)
+                    limits.max_windows, labels, card)
 
 
 def step_names(config: dict) -> list[str]:

@@ -20,7 +20,7 @@ from client import plan as planner
 from client.errors import FinerError, InvalidInput, RequestTimeout, ServerUnreachable, translate
 from client.plan import Entity, Limits, Piece
 from client.protocol import ClientSettings, grpc_channel_args, Health, Metadata, config_json, entities_payloads, \
-    LABELS_MODEL, label_list, labels_from, metadata_from, step_names, request_inputs
+    LABELS_MODEL, label_list, published, metadata_from, step_names, request_inputs
 
 
 class FinerClient(ClientSettings):
@@ -144,7 +144,7 @@ class FinerClient(ClientSettings):
         return Health(bool(live), bool(ready))
 
     def metadata(self) -> Metadata:
-        """Model name and version, each ensemble step's served version, limits, labels (see `Metadata`)."""
+        """Model name and version, each ensemble step's served version, limits, labels, model card (see `Metadata`)."""
         json_kw = {"as_json": True} if self.protocol == "grpc" else {}
         config = self._config()
         meta = self._call(lambda c, kw: c.get_model_metadata(self.model, self.model_version, **json_kw, **kw))
@@ -152,10 +152,10 @@ class FinerClient(ClientSettings):
                             or [""])[-1])
                  for name in step_names(config)}
         try:
-            labels = labels_from(self._call(lambda c, kw: c.infer(LABELS_MODEL, [], **kw)))
+            labels, card = published(self._call(lambda c, kw: c.infer(LABELS_MODEL, [], **kw)))
         except FinerError:  # a repository without finer_labels
-            labels = None
-        return metadata_from(self.model, config, meta, steps, labels)
+            labels, card = None, ""
+        return metadata_from(self.model, config, meta, steps, labels, card)
 
     def tag(self, texts: str | bytes | list, labels: str | Sequence[str] | None = None) -> list[Entity] | list[list[Entity]]:
         """Entities of one document (str, or UTF-8 bytes), or of each document of a list, in order.

@@ -1,4 +1,4 @@
-"""The "Server status" tab: live/ready, the served model's version and labels, as readable text.
+"""The "Server status" tab: live/ready, the served model's version, labels and model card, as readable text.
 
 A server that cannot be reached is a message saying what to do, not a traceback.
 """
@@ -34,6 +34,7 @@ def status_markdown(client: FinerClient) -> tuple[str, list[list]]:
         f"| served versions | {steps} |",
         f"| limits | {meta.max_documents} documents and {meta.max_windows} windows per request |",
         f"| labels | {labels} |",
+        "", meta.model_card or "*The served version has no model card (exported before cards were written).*",
     ]), rows)
 
 

@@ -118,6 +118,12 @@ def known_only(gold: list[str], pred: list[str]) -> tuple[list[str], list[str]]:
             [p if g != UNKNOWN else "O" for g, p in zip(gold, pred)])
 
 
+def scored_pair(tags: list[str], pred: list[str], scope: LabelScope, known: set) -> tuple[list[str], list[str]]:
+    """Gold and predicted tags of one sentence as scored: read in `scope`, gold tags the model does not
+    know (`known`: its labels) as O, words of unknown gold label left out."""
+    return known_only([t if t in known else "O" for t in scope.restrict(tags)], scope.restrict(pred))
+
+
 def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], config: TaggerConfig, out_dir: Path,
                   scopes: Sequence[LabelScope | None], batch_size: int = 32, unfiltered: bool = True,
                   name: str = "") -> dict:
@@ -139,10 +145,10 @@ def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], config: Tagg
         prefix = (f"{name}_" if name else "") + ("" if n == 0 else f"{scope.name}_")
         gold_all, pred_scope, raw_scope = [], [], []
         for r, p, q in zip(rows, pred_all, raw):
-            gold = [t if t in known else "O" for t in scope.restrict(r["ner_tags"])]
-            gold_all.append(known_only(gold, p)[0])
-            pred_scope.append(known_only(gold, scope.restrict(p))[1])
-            raw_scope.append(known_only(gold, scope.restrict(q))[1])
+            gold, scoped = scored_pair(r["ner_tags"], p, scope, known)
+            gold_all.append(gold)
+            pred_scope.append(scoped)
+            raw_scope.append(scored_pair(r["ner_tags"], q, scope, known)[1])
         keep = [i for i, g in enumerate(gold_all) if any(t != "O" for t in g)]
         sets = [("filtered", keep)] + ([("unfiltered", range(len(rows)))] if unfiltered else [])
         for kind, idx in sets:
@@ -170,6 +176,30 @@ def evaluate_rows(logits_fn: LogitsFn, tokenizer, rows: list[dict], config: Tagg
     (out_dir / f"{stem}errors.md").write_text("\n\n".join(
         f"### {name} test\n\n{error_table(r['errors'])}" for name, r in results.items()) + "\n")
     return results
+
+
+SCORES_FILE = "scores.json"  # beside the weights: what the model card reports (export.model_card)
+
+
+def scores_summary(results: dict) -> dict:
+    """Per scored set: sentences, micro P/R/F1 with its interval, per type F1 [interval] and support,
+    by period year, and micro P/R/F1 before the calibrated decision: small enough to travel with the model."""
+    out = {}
+    for name, r in results.items():
+        report, ci = r["report"], r.get("ci", {})
+        out[name] = {
+            "sentences": r["sentences"],
+            "micro": {k: round(report["micro avg"][k], 4) for k in ("precision", "recall", "f1-score")},
+            "micro_f1_ci": ci.get("micro_f1"),
+            "per_type": {t: {"f1": round(v["f1-score"], 4), "support": int(v["support"]),
+                             "ci": ci.get("per_class_f1", {}).get(t)}
+                         for t, v in report.items() if not t.endswith("avg")},
+            "by_year": {y: {k: d[k] for k in ("gold_entities", "micro_f1", "micro_f1_ci")}
+                        for y, d in r.get("by_group", {}).get("period year", {}).items()},
+            "uncalibrated": {k: round(r["uncalibrated"][k], 4) for k in ("precision", "recall", "f1-score")}
+            if "uncalibrated" in r else None,
+        }
+    return out
 
 
 def group_scores(counts: np.ndarray, groups: Sequence[str]) -> dict:

@@ -10,6 +10,7 @@ tags. Everything lands in `<output_dir>/evaluation/` and in the run.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -23,7 +24,7 @@ def score(fitted: Fitted) -> dict:
     import mlflow
 
     from evaluation.calibrate import calibrate
-    from evaluation.evaluate import FINER_DEV, evaluate_rows, run_checklist
+    from evaluation.evaluate import FINER_DEV, SCORES_FILE, evaluate_rows, run_checklist, scores_summary
     from training.models import torch_logits
     from finer.pipeline import Tagger, plain_tokenizer
 
@@ -41,6 +42,7 @@ def score(fitted: Fitted) -> dict:
     if fitted.finer_dev:  # FiNER-era sentences: every score of the test split comes with this one
         results |= evaluate_rows(logits, plain, fitted.finer_dev, config, out, scopes, batch_size=a.eval_batch_size,
                                  name=FINER_DEV)
+    (fitted.model_dir / SCORES_FILE).write_text(json.dumps(scores_summary(results), indent=1) + "\n")
     if set(DEBT_TYPES) & set(fitted.scope.types):
         print(run_checklist(Tagger(plain, config, logits), out))
     for summary in ("summary.md", f"{FINER_DEV}_summary.md"):

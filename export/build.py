@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from finer.artifacts import MODEL_NAME
 from finer.pipeline import TaggerConfig, load_tokenizer, plain_tokenizer
 from finer.runtime import ort_logits, session
 from finer.serving import ServingSpec
@@ -48,6 +49,10 @@ from export.source import ExportError, load_classifier, locate_model, tagger_set
 from export.onnx_graph import INPUTS, check_signature, export_onnx, free_label_axis, package_version
 from export.onnx_optimise import INT8_FP32_GROUPS, fp32_nodes, optimise, quantise
 from export.repository import RepositoryError, rollback, staging_folder, write_version
+from export import model_card, registry
+from export.promotion import Model, decide
+from evaluation.evaluate import SCORES_FILE
+from training import facts as training_facts
 
 
 @dataclass
@@ -62,6 +67,7 @@ class ExportRecord:
     precision: str  # fp32 | int8
     parity: dict  # max |logit diff| vs PyTorch per stage, and the tolerance
     quantisation: dict | None = None  # int8: method and F1 gate; fp32 after a failed gate: what was tried
+    promotion: dict | None = None  # the champion / challenger verdict (export.promotion)
     model_sha256: str = ""
     model_bytes: int = 0
     timings_s: dict = field(default_factory=dict)
@@ -89,6 +95,8 @@ class Fp32:
     reference: ParitySet
     parity: dict
     common: dict
+    facts: dict  # the model folder's training.json (training.facts), {} if it has none
+    scores: dict  # its scores.json (evaluation.run), {} if it has none
 
 
 def _log(msg: str) -> None:
@@ -155,7 +163,8 @@ def build_fp32(source: str, staging: Path, tracking_uri: str, max_length: int | 
     common = {"source": provenance, "exporter": exporter, "optimisation": optimisation,
               "tagger": {"max_length": config.max_length, "stride": config.stride, "buckets": config.buckets},
               "libraries": {p: package_version(p) for p in ("torch", "transformers", "optimum", "onnx", "onnxruntime")}}
-    return Fp32(fp32, tokenizer, config, reference, parity, common)
+    scores = json.loads((path / SCORES_FILE).read_text()) if (path / SCORES_FILE).is_file() else {}
+    return Fp32(fp32, tokenizer, config, reference, parity, common, training_facts.read(path), scores)
 
 
 def build_int8(fp32: Fp32, staging: Path, validation: Path, per_channel: bool, embeddings: bool,
@@ -216,6 +225,7 @@ def write_built(built: list[Built], fp32: Fp32, staging: Path, repository: str |
         record.timings_s = {k: round(v, 2) for k, v in {**timings, "total_s": time.perf_counter() - started}.items()}
         record.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         (folder / "export.json").write_text(json.dumps(record.to_dict(), indent=1) + "\n")
+        model_card.write(folder, record.to_dict(), fp32.config, fp32.facts, fp32.scores)
         target = write_version(repository, folder, spec)  # every model's version N; configs regenerated
         written.append(target)
         if report is not None:
@@ -241,11 +251,18 @@ def export_model(
     on_f1_drop: str = "fail",
     also_fp32: bool = False,
     max_validation_sentences: int | None = None,
+    eval_data: str | None = None,
+    finer_sample: str | None = None,
+    force: bool = False,
+    max_eval_sentences: int | None = None,
     report: dict | None = None,
 ) -> Path:
     """Export, check and write one new version (two with `also_fp32`); returns the newest version folder.
 
-    Raises ExportError (nothing written) on bad input, a failed parity gate or a failed F1 gate.
+    Before writing, the candidate is compared with the served version (export.promotion) on
+    `eval_data`'s test split and `finer_sample`'s dev part (default: the data the model was trained
+    on, from its training.json); `force` writes it even when it is worse.
+    Raises ExportError (nothing written) on bad input, a failed parity gate, a failed F1 gate or a refusal.
     `report`, if given, is filled with what each written version's export.json holds, keyed by folder.
     """
     if quantize not in (None, "int8"):
@@ -267,7 +284,23 @@ def export_model(
                                max_f1_drop, on_f1_drop, also_fp32, max_validation_sentences, timings)
         else:
             built = [Built(fp32.path, ExportRecord(**fp32.common, precision="fp32", parity=fp32.parity))]
-        return write_built(built, fp32, staging, repository, started, timings, report)
+        trained_on = fp32.facts.get("data", {})
+        with _timed(timings, "promotion_s"):
+            verdict = decide(Model("candidate", built[-1].onnx, fp32.tokenizer, fp32.config), Path(repository),
+                             eval_data or trained_on.get("source", ""),
+                             trained_on.get("finer_sample", "") if finer_sample is None else finer_sample,
+                             force, max_eval_sentences)
+        _log(verdict.line)
+        source = fp32.common["source"]
+        if not verdict.promoted:
+            _log(registry.mark(source, registry.CHALLENGER, tracking_uri))
+            raise ExportError(f"not written: the candidate is worse than served version {verdict.served_version} "
+                              "(see the line above); --force writes it anyway")
+        for item in built:
+            item.record.promotion = verdict.to_dict()
+        newest = write_built(built, fp32, staging, repository, started, timings, report)
+        _log(registry.mark(source, registry.CHAMPION, tracking_uri, (newest / model_card.FILE).read_text()))
+        return newest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -303,6 +336,8 @@ def summary(report: dict) -> str:
                          f"{len(q.get('fp32_nodes', []))} nodes kept fp32"
                          + (f"; int8 max |logit diff| {par['int8']['max_abs_diff']:.1e}, "
                             f"argmax agreement {par['int8']['argmax_agreement']:.3f}" if "int8" in par else ""))
+        if info.get("promotion"):
+            lines.append(f"  promotion     {info['promotion']['verdict']}")
         t = info["timings_s"]
         lines.append("  time          " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in t.items()))
     return "\n".join(lines)
@@ -332,6 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=None, help="window length in sub-tokens (default: the training run's finer.json, else 128)")
     p.add_argument("--stride", type=int, default=None, help="window overlap (default: the training run's, else 32)")
     p.add_argument("--tracking-uri", default="sqlite:///mlruns.db", help="MLflow tracking URI for models:/ and runs:/ (default: %(default)s)")
+    p.add_argument("--eval-data", help="FiNER-format folder whose test split the candidate and the served version are "
+                                       "compared on (default: the data the model was trained on, from its training.json)")
+    p.add_argument("--finer-sample", help="FiNER question-batch file whose dev part joins the comparison "
+                                          "(default: the one the model was trained with; '' for none)")
+    p.add_argument("--max-eval-sentences", type=int, default=None, help="compare on the first N sentences of each set only")
+    p.add_argument("--force", action="store_true", help="write the candidate even if it is worse than the served version "
+                                                        "(recorded in export.json)")
     p.add_argument("--rollback", action="store_true", help="retire the newest version instead of exporting")
     a = p.parse_args(argv)
     try:
@@ -341,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             old, now = rollback(a.repository)
             print(f"retired version {old} of every model of the ensemble (now in <model>/.retired/); version {now} "
                   "is the newest: restart Triton to serve it")
+            print(registry.champion_of(Path(a.repository) / MODEL_NAME / str(now), a.tracking_uri))
             return 0
         if not a.model:
             p.error("give a model folder or MLflow URI (or --rollback)")
@@ -350,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                      tracking_uri=a.tracking_uri, per_channel=a.per_channel, quantize_embeddings=a.quantize_embeddings,
                      int8_fp32=a.int8_fp32,
                      max_f1_drop=a.max_f1_drop, on_f1_drop=a.on_f1_drop, also_fp32=a.also_fp32,
-                     max_validation_sentences=a.max_validation_sentences, report=report)
+                     max_validation_sentences=a.max_validation_sentences, eval_data=a.eval_data,
+                     finer_sample=a.finer_sample, force=a.force, max_eval_sentences=a.max_eval_sentences, report=report)
     except (ExportError, RepositoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -92,8 +92,10 @@ def _register(staged: Path, version: int, name: str, tracking_uri: str) -> str:
         client = mlflow.MlflowClient()
         if not client.search_registered_models(f"name='{name}'"):
             client.create_registered_model(name)
+        card = staged / VERSIONED[0] / str(version) / "MODEL_CARD.md"  # export.model_card
         registered = client.create_model_version(name, source=mlflow.get_artifact_uri("repository"),
-                                                 run_id=run.info.run_id, tags={"finer.export_version": str(version)})
+                                                 run_id=run.info.run_id, tags={"finer.export_version": str(version)},
+                                                 description=card.read_text() if card.is_file() else None)
     return f"models:/{name}/{registered.version}"
 
 

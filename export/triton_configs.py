@@ -136,7 +136,8 @@ def labels(spec: ServingSpec):
     c = mc.ModelConfig(name="finer_labels", backend="python", max_batch_size=0)
     # Unused: Triton needs a declared input, and an optional one lets clients send none.
     c.input.extend([_tensor(mc, "UNUSED", "TYPE_STRING", [1], optional=True)])
-    c.output.extend([_output(mc, "LABELS", "TYPE_STRING", [-1]), _output(mc, "VERSION", "TYPE_STRING", [1])])
+    c.output.extend([_output(mc, "LABELS", "TYPE_STRING", [-1]), _output(mc, "VERSION", "TYPE_STRING", [1]),
+                     _output(mc, "MODEL_CARD", "TYPE_STRING", [1])])
     c.instance_group.extend([_cpu(mc, 1)])
     return c
 

@@ -14,7 +14,7 @@ FILES = ("model.onnx", "tokenizer.json", "finer.json")
 STEP_FILES = {
     "finer_preprocess": ("tokenizer.json", "finer.json"),
     "finer_postprocess": ("finer.json",),
-    "finer_labels": ("finer.json",),
+    "finer_labels": ("finer.json", "MODEL_CARD.md"),  # the card: export.model_card
 }
 
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TIERS = {
     "browser": ["test_demo"],
     "cluster": ["test_k8s", "test_compose", "test_train_parallel"],
-    "training": ["test_train", "test_pretrain", "test_quality_options", "test_export"],
+    "training": ["test_train", "test_pretrain", "test_quality_options", "test_export", "test_promotion"],
     "server": ["test_batch", "test_client", "test_client_cli", "test_loadtest", "test_model_store", "test_overload",
                "test_reliability", "test_server", "test_versions", "test_labels"],
 }
@@ -42,11 +42,12 @@ def pytest_collection_modifyitems(items):
         item.add_marker(getattr(pytest.mark, tier))
 
 
-def export_version(model_folder: Path, repository: Path) -> Path:
-    """Export a saved classifier into `repository` as the next finer_model version, as `make export` does."""
+def export_version(model_folder: Path, repository: Path, force: bool = False) -> Path:
+    """Export a saved classifier into `repository` as the next finer_model version, as `make export` does
+    (`force`: without the champion / challenger comparison, which needs evaluation data)."""
     from export.build import export_model
 
-    return export_model(model_folder, repository)
+    return export_model(model_folder, repository, force=force)
 
 
 def copy_repository(target: Path) -> Path:

@@ -23,7 +23,7 @@ from export.repository import STEP_FILES, RepositoryError, rollback
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FILES = {"model.onnx", "tokenizer.json", "finer.json", "export.json"}
+FILES = {"model.onnx", "tokenizer.json", "finer.json", "export.json", "MODEL_CARD.md"}
 SENTENCE = "The senior notes bear interest at 7.00% per annum and the revolving credit facility has a maximum borrowing capacity of $750 million."
 
 
@@ -103,8 +103,9 @@ def test_onnx_runtime_matches_torch_on_a_sentence(exported, tiny):
 
 
 def test_versions_count_up_and_rollback_retires_the_newest(tiny, tmp_path):
+    # Numbering, not promotion (tests/test_promotion.py): later versions are forced in.
     assert export_model(tiny, tmp_path).name == "1"
-    assert export_model(tiny, tmp_path).name == "2"
+    assert export_model(tiny, tmp_path, force=True).name == "2"
     for step, files in STEP_FILES.items():  # the whole ensemble is versioned together
         assert versions_in(tmp_path, step) == ["1", "2"]
         assert {p.name for p in (tmp_path / step / "2").iterdir()} == {"model.py", "finer", *files}
@@ -118,7 +119,7 @@ def test_versions_count_up_and_rollback_retires_the_newest(tiny, tmp_path):
     assert {p.name for p in retired.iterdir()} == FILES
     for model in ("finer_model", *STEP_FILES):
         assert versions_in(tmp_path, model) == [".retired", "1"], model
-    assert export_model(tiny, tmp_path).name == "3"  # a number is never reused for another model
+    assert export_model(tiny, tmp_path, force=True).name == "3"  # a number is never reused for another model
     assert versions_in(tmp_path, "finer_postprocess") == [".retired", "1", "3"]
     rollback(tmp_path)
     with pytest.raises(RepositoryError, match="only one"):
@@ -136,7 +137,7 @@ def test_rollback_regenerates_what_the_ensemble_publishes(tiny, tmp_path):
 
     repository = tmp_path / "repo"
     export_model(tiny, repository)
-    export_model(tiny, repository, max_length=64, stride=16)
+    export_model(tiny, repository, max_length=64, stride=16, force=True)
 
     def published() -> dict:
         config = model_config(repository, "finer")
@@ -268,7 +269,8 @@ def test_int8_reports_both_f1_and_gates_on_the_drop(tiny, validation, tmp_path):
         export_model(tiny, tmp_path, quantize="int8", validation=validation, max_f1_drop=-1.0)
     assert versions_in(tmp_path) == ["1", "2"]
     # ... or, if asked, keep the fp32 model and say why.
-    version = export_model(tiny, tmp_path, quantize="int8", validation=validation, max_f1_drop=-1.0, on_f1_drop="fp32")
+    version = export_model(tiny, tmp_path, quantize="int8", validation=validation, max_f1_drop=-1.0, on_f1_drop="fp32",
+                           force=True)  # over a served version: promotion is tests/test_promotion.py's
     info = json.loads((version / "export.json").read_text())
     assert version.name == "3" and info["precision"] == "fp32" and info["quantisation"]["gate"]["passed"] is False
 

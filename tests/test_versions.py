@@ -47,7 +47,7 @@ def test_labels_and_tokenizer_follow_the_served_version_through_rollback(tmp_pat
     debt = build_tiny_model(tmp_path / "debt")  # 4 debt types, numbers read as they are
     other_labels = LabelScope.parse("DebtInstrumentFaceAmount,ShareBasedCompensation").label_names
     other = build_tiny_model(tmp_path / "other", labels=other_labels, number_shapes=SHAPES, seed=7)
-    v1, v2 = export_version(debt, repository), export_version(other, repository)
+    v1, v2 = export_version(debt, repository), export_version(other, repository, force=True)  # no shared type
     assert (v1.name, v2.name) == ("1", "2")
     assert (repository / "finer_preprocess" / "2" / "tokenizer.json").read_bytes() != \
         (repository / "finer_preprocess" / "1" / "tokenizer.json").read_bytes()

@@ -20,7 +20,7 @@ from pathlib import Path
 from finer.labels import LabelScope, ScopeError
 from finer.serving import ServingSpec
 from finer.words import is_number
-from training import distributed
+from training import distributed, facts
 from filings.sources import DataError, LoadReport, entity_counts, load_splits, require, resolve_source, select
 from filings.finer_sample import load_sample, sample_report
 from training.models import DEFAULT_MODEL, resolve_model
@@ -339,6 +339,9 @@ def run(a: TrainArgs, score=None) -> int:
         best = trainer.state.best_metric
         print(f"training took {train_minutes:.1f} min; best validation entity micro-F1 {best}", file=sys.stderr)
         config.save(model_dir)
+        facts.write(model_dir, a, list(scope.types), {"train": train_rows, "validation": val_rows, "test": test_rows,
+                                                      "finer_dev": dev_rows},
+                    counts, train_minutes, best, run.info.run_id)
         fitted = Fitted(a, trainer.model, tokenizer, config, model_dir, out / "evaluation", scope, report_scope,
                         val_rows, test_rows, dev_rows)
         results = score(fitted) if score is not None else {}

@@ -1,4 +1,4 @@
-"""Triton Python model: the label list (and version) of the exported model that is being served."""
+"""Triton Python model: the label list, version and model card of the exported model that is being served."""
 from __future__ import annotations
 
 import sys
@@ -18,8 +18,11 @@ class TritonPythonModel:
         folder = Path(args["model_repository"]) / args["model_version"]  # this version's own finer.json
         self.labels = np.array([t.encode() for t in TaggerConfig.load(folder).labels], dtype=np.object_)
         self.version = np.array([folder.name.encode()], dtype=np.object_)
+        card = folder / "MODEL_CARD.md"  # written by export.model_card
+        self.card = np.array([card.read_bytes() if card.is_file() else b""], dtype=np.object_)
 
     def execute(self, requests):
         return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("LABELS", self.labels),
-                                                           pb_utils.Tensor("VERSION", self.version)])
+                                                           pb_utils.Tensor("VERSION", self.version),
+                                                           pb_utils.Tensor("MODEL_CARD", self.card)])
                 for _ in requests]
