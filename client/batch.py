@@ -17,10 +17,16 @@ run that was interrupted (Ctrl-C, a crash, every server gone) is resumed by the 
 filings already written are skipped. A filing that cannot be read is skipped, and one the servers
 refused fails; both are listed in `<out>/batch-summary.json` with the reason, and tried again by
 the next run. Exit codes: 0 done (skips included), 1 no server answered, 2 bad usage, 130 interrupted.
+
+`--shard i/N` takes the i-th of N disjoint shares of the archive (0 <= i < N), chosen by a hash of
+each filing's path under DIR: the same filing lands in the same shard on every machine and in every
+run, whatever else the folder holds. N processes (a Kubernetes Indexed Job: deploy/k8s/components/
+archive-job) write into one output folder; each keeps its own `batch-summary-<i>-of-<N>.json`.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -38,6 +44,24 @@ PROG = "python -m client.batch"
 TEXT_SUFFIX = ".txt"
 SUMMARY = "batch-summary.json"
 PARTIAL = ".partial"  # a filing's output while it is written
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/N' -> (i, N) with 0 <= i < N; ValueError with a sentence otherwise."""
+    index, _, count = text.partition("/")
+    if not (index.strip().isdigit() and count.strip().isdigit()):
+        raise ValueError(f"--shard {text!r}: give i/N with whole numbers, e.g. 0/4 (the first of four shards)")
+    i, n = int(index), int(count)
+    if n < 1 or i >= n:
+        raise ValueError(f"--shard {text!r}: the shard index must be 0 to N-1 (shards are numbered from 0, "
+                         f"as a Kubernetes Indexed Job numbers its pods)")
+    return i, n
+
+
+def in_shard(relative: Path, shard: tuple[int, int]) -> bool:
+    """Whether the filing at `relative` (its path under DIR) belongs to shard i of N."""
+    i, n = shard
+    return int.from_bytes(hashlib.sha256(relative.as_posix().encode()).digest()[:8], "big") % n == i
 
 
 class Interrupted(Exception):
@@ -146,18 +170,25 @@ def write_whole(target: Path, rows: list[dict]) -> None:
 
 
 class Batch:
-    def __init__(self, folder: Path, out: Path, replicas, labels=None, concurrency: int = 4):
+    def __init__(self, folder: Path, out: Path, replicas, labels=None, concurrency: int = 4,
+                 shard: tuple[int, int] = (0, 1)):
         self.folder, self.out, self.replicas, self.labels = folder, out, replicas, labels
-        self.concurrency = concurrency
+        self.concurrency, self.shard = concurrency, shard
         self.summary = Summary()
         self.stop = threading.Event()
         self._lock = threading.Lock()
 
+    @property
+    def summary_file(self) -> Path:
+        i, n = self.shard
+        return self.out / (SUMMARY if n == 1 else SUMMARY.replace(".json", f"-{i}-of-{n}.json"))
+
     def todo(self) -> list[Path]:
-        found = find(self.folder)
+        found = [p for p in find(self.folder) if in_shard(p.relative_to(self.folder), self.shard)]
         self.summary.found = len(found)
-        for stale in self.out.rglob(f"*{PARTIAL}") if self.out.is_dir() else ():
-            stale.unlink()  # a run killed while writing
+        for path in found:  # a run killed while writing; other shards' files are theirs to clean
+            target = output_of(path, self.folder, self.out)
+            target.with_name(target.name + PARTIAL).unlink(missing_ok=True)
         todo = [p for p in found if not output_of(p, self.folder, self.out).is_file()]
         self.summary.done_before = len(found) - len(todo)
         return todo
@@ -211,7 +242,7 @@ class Batch:
             pool.shutdown(wait=True, cancel_futures=True)
             self.summary.seconds = time.monotonic() - started
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / SUMMARY).write_text(json.dumps(self.summary.to_dict(self.replicas.status()), indent=1) + "\n")
+            self.summary_file.write_text(json.dumps(self.summary.to_dict(self.replicas.status()), indent=1) + "\n")
         return self.summary
 
 
@@ -227,6 +258,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, help="most tag() calls in flight over all replicas (default 2 per replica; "
                                                    "halved while a server refuses for load, regained as it answers)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds one call (max_documents passages) may take on one replica")
+    p.add_argument("--shard", type=str, default="0/1", metavar="i/N",
+                   help="tag only shard i of N (0 <= i < N, by a hash of each file's path): one of N processes or pods")
     p.add_argument("--patience", type=float, default=120.0,
                    help="seconds without any replica answering before the run stops (resume it later)")
     return p
@@ -251,10 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidInput as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     concurrency = args.concurrency or 2 * len(urls)
     with Replicas(urls, args.protocol, timeout=args.timeout, patience_s=args.patience,
                   calls_in_flight=concurrency) as replicas:
-        batch = Batch(args.files, args.out, replicas, labels, concurrency)
+        batch = Batch(args.files, args.out, replicas, labels, concurrency, shard)
         todo = batch.todo()
         bar = tqdm(total=len(todo), unit="filing", desc=f"tagging over {len(urls)} server{'s' * (len(urls) > 1)}",
                    file=sys.stderr)

@@ -153,3 +153,39 @@ def test_no_replica_answering_stops_the_run_with_exit_1(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert batch.main(["--files", str(folder), "--out", str(tmp_path / "o"), "--labels", "debt,NotAType"]) == 2
     assert "NotAType" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("spec, message", [("3/2", "0 to N-1"), ("2/2", "0 to N-1"), ("a/b", "whole numbers"),
+                                           ("1", "whole numbers"), ("0/0", "0 to N-1")])
+def test_a_bad_shard_spec_is_one_line(tmp_path, capsys, spec, message):
+    assert batch.main(["--files", str(tmp_path), "--out", str(tmp_path / "o"), "--shard", spec]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_shards_are_disjoint_stable_and_cover_the_archive():
+    names = [Path(f"C{i}/C{i}_10-K_2023-12-31.htm.gz") for i in range(400)]
+    shards = [[n for n in names if batch.in_shard(n, (i, 3))] for i in range(3)]
+    assert sorted(sum(shards, [])) == sorted(names) and all(80 < len(s) < 190 for s in shards)
+    assert [n for n in names + [Path("new.txt")] if batch.in_shard(n, (1, 3))][:len(shards[1])] == shards[1]
+
+
+def test_two_shards_as_two_processes_write_exactly_the_unsharded_output(served, tmp_path):
+    """As two pods of the Indexed Job: `finer-tag --files ... --shard i/2` into one folder."""
+    folder = archive(tmp_path / "in")
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    url = ["--url", served.server.grpc_url]
+    assert cli.main(["--files", str(folder), "--out", str(whole), *url]) == 0
+    pods = [subprocess.Popen([sys.executable, "-m", "client.batch", "--files", str(folder), "--out", str(sharded),
+                              "--shard", f"{i}/2", *url], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+            for i in range(2)]
+    for pod in pods:
+        assert pod.wait(timeout=300) == 0, pod.stderr.read()
+    assert outputs(sharded) == outputs(whole) and len(outputs(whole)) == len(REAL) + 1
+    reports = [json.loads((sharded / f"batch-summary-{i}-of-2.json").read_text()) for i in range(2)]
+    assert all(r["tagged"] > 0 for r in reports)  # both pods had work
+    assert sum(r["found"] for r in reports) == json.loads((whole / batch.SUMMARY).read_text())["found"]
+    # A restarted pod skips what is complete: shard 0 again tags nothing.
+    again = subprocess.run([sys.executable, "-m", "client.batch", "--files", str(folder), "--out", str(sharded),
+                            "--shard", "0/2", *url], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and json.loads((sharded / "batch-summary-0-of-2.json").read_text())["tagged"] == 0

@@ -25,8 +25,8 @@ from export.triton_configs import GPU_CONFIG_NAME, MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = ("base", "overlays/cpu", "overlays/gpu")
-BUILT_IN_GROUPS = {"v1", "apps/v1", "policy/v1", "autoscaling/v2"}
+OVERLAYS = ("base", "overlays/cpu", "overlays/gpu", "overlays/archive")
+BUILT_IN_GROUPS = {"v1", "apps/v1", "policy/v1", "autoscaling/v2", "batch/v1"}
 
 
 def kubectl() -> str:
@@ -76,7 +76,8 @@ def test_every_object_validates_against_the_kubernetes_schemas(rendered, name):
     version = kubernetes_validate.latest_version()
     built_in = [o for o in rendered[name] if o["apiVersion"] in BUILT_IN_GROUPS]
     assert {o["kind"] for o in built_in} == {"ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler",
-                                             "PodDisruptionBudget"}
+                                             "PodDisruptionBudget"} | ({"Job", "PersistentVolumeClaim"}
+                                                                       if name == "overlays/archive" else set())
     for o in built_in:
         kubernetes_validate.validate(o, version, strict=True)  # raises on an unknown or mistyped field
     # The Prometheus Operator's CRD has no bundled schema: it is checked by what it must match.
@@ -229,3 +230,50 @@ def test_the_adapter_rule_reads_series_triton_exports(served):
     for model in set(MODELS) - {"finer_labels"}:
         assert re.search(rf'^{series}\{{[^}}]*model="{model}"', metrics, re.M), (series, model)
     assert re.search(rf'^nv_inference_request_success\{{[^}}]*model="{MODELS[0]}"[^}}]*\}} [1-9]', metrics, re.M)
+
+
+def archive_job(objects: list[dict]) -> tuple[dict, dict]:
+    job = one(objects, "Job")
+    (tag,) = job["spec"]["template"]["spec"]["containers"]
+    return job, tag
+
+
+def test_the_archive_job_shards_the_archive_over_its_pods(rendered):
+    """Each pod's args are client.batch's own, its --shard is i/N with N the Job's completions and i
+    its completion index, and it calls the Service's gRPC port."""
+    from client import batch
+
+    objects = rendered["overlays/archive"]
+    job, tag = archive_job(objects)
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["parallelism"] <= spec["completions"]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in tag["env"]}
+    assert env["SHARD_INDEX"] == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    last = spec["completions"] - 1  # as the kubelet expands $(SHARD_INDEX) in the last pod
+    args = batch.parser().parse_args([a.replace("$(SHARD_INDEX)", str(last)) for a in tag["args"]])
+    assert batch.parse_shard(args.shard) == (last, spec["completions"])
+    service = one(objects, "Service")
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert args.url == [f"{service['metadata']['name']}:{ports['grpc']}"] and args.protocol == "grpc"
+    mounts = {m["mountPath"]: m for m in tag["volumeMounts"]}
+    assert mounts[str(args.files)]["readOnly"] is True and not mounts[str(args.out)].get("readOnly")
+    claim = one(objects, "PersistentVolumeClaim")
+    assert {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName")
+            for v in job["spec"]["template"]["spec"]["volumes"]}["archive"] == claim["metadata"]["name"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every pod mounts it
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and tag["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "client.batch" in (ROOT / "docker" / "batch.Dockerfile").read_text().splitlines()[-1]
+
+
+def test_another_shard_count_is_one_edit(tmp_path):
+    """N is set once (the overlay's patch); the replacement carries it into every pod's --shard."""
+    overlay = (K8S / "overlays" / "archive" / "kustomization.yaml").read_text()
+    assert overlay.count("value: 4}") == 2
+    folder = tmp_path / "overlays" / "archive"
+    folder.mkdir(parents=True)
+    (folder / "kustomization.yaml").write_text(overlay.replace("value: 4}", "value: 7}")
+                                                .replace("../cpu", os.path.relpath(K8S / "overlays" / "cpu", folder))
+                                                .replace("../../components", os.path.relpath(K8S / "components", folder)))
+    job, tag = archive_job(render(folder))
+    assert job["spec"]["completions"] == 7 and "--shard=$(SHARD_INDEX)/7" in tag["args"]
