@@ -216,6 +216,8 @@ def test_health_and_metadata(client, served):
     assert (meta.model, meta.max_documents, meta.max_windows) == ("finer", 64, 64)
     assert meta.steps == {"finer_preprocess": "1", "finer_model": "1", "finer_postprocess": "1"}
     assert meta.labels == served.config.labels  # from finer_labels: the served finer.json's list
+    assert meta.model_card == (served.export.version / "MODEL_CARD.md").read_text()  # the version's own card
+    assert meta.model_card.startswith("# Model card: finer_model") and "## Limitations" in meta.model_card
 
 
 # --- bad input: refused before anything is sent (the client points at a closed port) ----------------

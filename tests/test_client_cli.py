@@ -134,3 +134,17 @@ def test_server_problems_exit_1(served):
 def test_entry_point_is_declared():
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "finer-tag"]
     assert script.value == "client.cli:main"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_info_prints_the_served_version_and_its_model_card(served, capsys, protocol):
+    assert main(["--info", *server_args(served, protocol)]) == 0
+    out = capsys.readouterr().out
+    first, card = out.split("\n", 1)
+    assert first.startswith("finer version 1 at ") and "64 documents" in first
+    assert card.rstrip("\n") == (served.export.version / "MODEL_CARD.md").read_text().rstrip("\n")
+
+
+def test_info_takes_no_text(served, capsys):
+    assert main(["--info", "some text", *server_args(served)]) == 2
+    assert "--info takes no text" in capsys.readouterr().err

@@ -303,6 +303,7 @@ def test_status_shows_the_served_model(page, served):
     text = message(page, "#status-text")
     assert "live and ready" in text and "finer version 1" in text and "finer_model 1" in text
     assert "64 documents and 64 windows per request" in text
+    assert "Model card: finer_model" in text and "Intended use" in text  # the served version's card, rendered
     types = sorted({t[2:] for t in served.config.labels if t != "O"})
     assert sorted(row[0] for row in table_rows(page, "#status-labels")) == types
 
