@@ -77,7 +77,7 @@ compare: setup  ## table of the MLflow runs: options -> test F1 with 95% interva
 	$(PY) -m evaluation.compare --scope "$(or $(SCOPE),all)" $(ARGS)
 
 MODEL ?= $(RUN)/model
-export: setup  ## export MODEL (a run's model folder or models:/finer/<v>) as a new version in model_repository
+export: setup  ## export MODEL (a run's model folder or models:/finer/<v>) as a new version in model_repository, if not worse than the served one (EXPORT_FLAGS=--force)
 	$(PY) -m export.build "$(MODEL)" $(EXPORT_FLAGS)
 
 rollback: setup  ## retire the newest exported version and regenerate the configs for the one now served (restart the server afterwards)
