@@ -5,7 +5,8 @@
     python -m export.build --rollback                              # retire the newest version
 
 A version folder `<repository>/finer_model/<N>/` holds model.onnx (inputs input_ids, attention_mask
-int64 [batch, seq]; output logits float32 [batch, seq, labels]), tokenizer.json, finer.json (labels,
+int64 [batch, seq]; outputs logits float32 [batch, seq, labels], label_ids int64 and label_scores
+float32 [batch, seq]), tokenizer.json, finer.json (labels,
 special ids, window settings) and export.json (provenance and the figures below). Steps:
 
 1. ONNX export with optimum's exporter (TorchScript-based: ORT can then fuse attention, which it
@@ -13,7 +14,8 @@ special ids, window settings) and export.json (provenance and the figures below)
 2. Parity gate: PyTorch and ONNX Runtime logits on real sentences, windowed by `finer.pipeline`
    exactly as served, must agree within 1e-4 on every attended position; else nothing is written.
 3. onnxruntime.transformers' fusion (Attention, SkipLayerNorm, BiasGelu...), parity checked again;
-   the logits' label axis is made dynamic so one config.pbtxt fits every label scope.
+   each position's best label and its probability are appended as outputs label_ids and
+   label_scores [batch, seq] (what serving reads), checked against the graph's own logits.
 4. Optional `--quantize int8` (dynamic QInt8), gated on the validation entity micro-F1 (seqeval,
    strict IOB2) of fp32 ONNX vs int8 ONNX: a drop over `--max-f1-drop` points fails the export
    (or, with `--on-f1-drop fp32`, writes the fp32 model instead).
@@ -43,15 +45,14 @@ from finer.pipeline import TaggerConfig, load_tokenizer, plain_tokenizer
 from finer.runtime import ort_logits, session
 from finer.serving import ServingSpec
 from finer.words import split_words
-from export.gates import (MAX_F1_DROP_POINTS, PARITY_TOLERANCE, SAMPLE_TEXTS, ParitySet, parity_gate,
-                                   read_tokens, validation_f1)
+from export.gates import (MAX_F1_DROP_POINTS, PARITY_TOLERANCE, SAMPLE_TEXTS, ParitySet, decision_gate,
+                          parity_gate, read_tokens, validation_f1)
 from export.source import ExportError, load_classifier, locate_model, tagger_settings
-from export.onnx_graph import INPUTS, check_signature, export_onnx, free_label_axis, package_version
+from export.onnx_graph import INPUTS, append_decision, check_signature, export_onnx, package_version
 from export.onnx_optimise import INT8_FP32_GROUPS, fp32_nodes, optimise, quantise
 from export.repository import RepositoryError, rollback, staging_folder, write_version
 from export import model_card, registry
 from export.promotion import Model, decide
-from evaluation.evaluate import SCORES_FILE
 from training import facts as training_facts
 
 
@@ -155,14 +156,18 @@ def build_fp32(source: str, staging: Path, tracking_uri: str, max_length: int | 
         _log("optimising the graph ...")
         fp32 = staging / "fp32.onnx"
         optimisation = optimise(raw, fp32, model.config)
-        free_label_axis(fp32)
+        append_decision(fp32)
         check_signature(fp32)
     with _timed(timings, "parity_s"):
-        parity["optimised"] = reference.check(ort_logits(session(fp32)))
+        optimised = session(fp32)
+        parity["optimised"] = reference.check(ort_logits(optimised))
         parity_gate(parity["optimised"], "optimised")
+        decision_gate(reference, optimised)
     common = {"source": provenance, "exporter": exporter, "optimisation": optimisation,
               "tagger": {"max_length": config.max_length, "stride": config.stride, "buckets": config.buckets},
               "libraries": {p: package_version(p) for p in ("torch", "transformers", "optimum", "onnx", "onnxruntime")}}
+    from evaluation.evaluate import SCORES_FILE
+
     scores = json.loads((path / SCORES_FILE).read_text()) if (path / SCORES_FILE).is_file() else {}
     return Fp32(fp32, tokenizer, config, reference, parity, common, training_facts.read(path), scores)
 
@@ -182,6 +187,7 @@ def build_int8(fp32: Fp32, staging: Path, validation: Path, per_channel: bool, e
         quant["fp32_groups"] = list(fp32_groups)
         check_signature(int8)
         int8_sess = session(int8)
+        decision_gate(fp32.reference, int8_sess)
     with _timed(timings, "f1_gate_s"):
         # int8 is not held to the 1e-4 gate (the F1 gate decides); its drift is recorded.
         int8_parity = fp32.reference.check(ort_logits(int8_sess))

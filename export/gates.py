@@ -132,6 +132,21 @@ def validation_f1(path: Path, tokenizer, config: TaggerConfig, candidates: dict,
     return result
 
 
+def decision_gate(reference: ParitySet, sess) -> None:
+    """The graph's label_ids and label_scores must be its own logits' argmax and softmax maximum
+    (`finer.windows.decision`) at every attended position of the parity windows."""
+    from finer.windows import decision
+
+    for enc, _ in reference.batches:
+        logits, ids, scores = sess.run(["logits", "label_ids", "label_scores"],
+                                       {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask})
+        want_ids, want_scores = decision(logits)
+        mask = enc.attention_mask.astype(bool)
+        if not (ids[mask] == want_ids[mask]).all() or not np.allclose(scores[mask], want_scores[mask], atol=1e-5):
+            raise ExportError("the graph's label_ids/label_scores differ from its own logits' argmax and softmax "
+                              "maximum; nothing written (report this with the onnxruntime version)")
+
+
 def parity_gate(check: dict, what: str) -> None:
     if not check["max_abs_diff"] <= PARITY_TOLERANCE:  # also catches NaN
         raise ExportError(f"parity gate failed: the {what} ONNX model's logits differ from PyTorch by up to "

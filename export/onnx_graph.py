@@ -8,6 +8,10 @@ from export.source import ExportError, quiet
 
 OPSET = 18
 INPUTS = ("input_ids", "attention_mask")
+# What serving reads: each position's best label and its probability (`finer.windows.decision`),
+# [batch, seq] each, instead of [batch, seq, labels] logits (9 MB per request of the all-tags model).
+# The logits stay an output for the gates and evaluation.
+OUTPUTS = ("logits", "label_ids", "label_scores")
 
 
 def package_version(package: str) -> str:
@@ -63,42 +67,46 @@ def export_onnx(model, path: Path) -> str:
     return f"torch.onnx dynamo (opset {OPSET}; optimum: {fallback_reason})"
 
 
-def free_label_axis(path: Path) -> None:
-    """Make the logits' label axis symbolic ("labels") as ONNX Runtime reports it, like batch and sequence.
-
-    Triton's ONNX Runtime backend requires output dims equal to config.pbtxt's, and one config.pbtxt
-    serves every version: its logits dims [-1, -1] fit any label scope only if the model's label axis
-    is dynamic too (the count itself is in finer.json). Renaming the axis is not enough: ORT infers
-    the classifier's fixed width and reports it. A Reshape to the tensor's own runtime shape (free:
-    no data moves) hides it from shape inference.
-    """
+def append_decision(path: Path) -> None:
+    """Append each position's best label (ArgMax) and its probability (the softmax at it:
+    1 / sum(exp(logits - max))) to the graph, as outputs label_ids int64 and label_scores float32
+    [batch, seq], after logits."""
     import onnx
-    from onnx import helper
+    from onnx import TensorProto, helper
 
     model = onnx.load(str(path))
     graph = model.graph
-    for node in graph.node:
-        node.output[:] = ["logits_fixed" if o == "logits" else o for o in node.output]
-    graph.node.extend([helper.make_node("Shape", ["logits_fixed"], ["logits_shape"], name="logits_shape"),
-                       helper.make_node("Reshape", ["logits_fixed", "logits_shape"], ["logits"], name="logits_free_axis")])
-    dim = graph.output[0].type.tensor_type.shape.dim[2]
-    dim.Clear()
-    dim.dim_param = "labels"
+    axis = helper.make_tensor("label_axis", TensorProto.INT64, [1], [-1])
+    graph.initializer.append(axis)
+    graph.node.extend([
+        helper.make_node("ArgMax", ["logits"], ["label_ids"], axis=-1, keepdims=0, name="label_ids"),
+        helper.make_node("ReduceMax", ["logits", "label_axis"], ["logits_max"], keepdims=1, name="logits_max"),
+        helper.make_node("Sub", ["logits", "logits_max"], ["logits_shifted"], name="logits_shifted"),
+        helper.make_node("Exp", ["logits_shifted"], ["logits_exp"], name="logits_exp"),
+        helper.make_node("ReduceSum", ["logits_exp", "label_axis"], ["logits_exp_sum"], keepdims=0, name="logits_exp_sum"),
+        helper.make_node("Reciprocal", ["logits_exp_sum"], ["label_scores"], name="label_scores"),
+    ])
+    graph.output.extend([helper.make_tensor_value_info("label_ids", TensorProto.INT64, ["batch", "sequence"]),
+                         helper.make_tensor_value_info("label_scores", TensorProto.FLOAT, ["batch", "sequence"])])
     onnx.save(model, str(path))
 
 
 def check_signature(path: Path) -> None:
-    """What Triton checks, as ONNX Runtime reports it: input_ids/attention_mask int64 [batch, seq] in,
-    logits float32 [batch, seq, labels] out, every axis dynamic."""
+    """What Triton checks, as ONNX Runtime reports it: input_ids/attention_mask int64 [batch, seq] in;
+    logits float32 [batch, seq, labels], label_ids int64 and label_scores float32 [batch, seq] out;
+    batch and seq dynamic."""
     sess = session(path)
 
     def spec(values) -> list:
         return [(v.name, v.type, v.shape) for v in values]
 
     inputs, outputs = spec(sess.get_inputs()), spec(sess.get_outputs())
-    shapes_ok = all(len(shape) == rank and all(not isinstance(d, int) for d in shape)
-                    for (_, _, shape), rank in zip(inputs + outputs, (2, 2, 3)))
-    if [(n, t) for n, t, _ in inputs + outputs] != [*((n, "tensor(int64)") for n in INPUTS), ("logits", "tensor(float)")] \
-            or not shapes_ok:
+    # Batch and sequence axes dynamic; the logits' label axis is the scope's width (served: not read).
+    shapes_ok = all(len(shape) == rank and all(not isinstance(d, int) for d in shape[:2])
+                    for (_, _, shape), rank in zip(inputs + outputs, (2, 2, 3, 2, 2)))
+    expected = [*((n, "tensor(int64)") for n in INPUTS), ("logits", "tensor(float)"), ("label_ids", "tensor(int64)"),
+                ("label_scores", "tensor(float)")]
+    if [(n, t) for n, t, _ in inputs + outputs] != expected or not shapes_ok:
         raise ExportError(f"{path.name} has inputs {inputs} and outputs {outputs}; serving needs input_ids and "
-                          "attention_mask int64 [batch, seq] and logits float32 [batch, seq, labels], every axis dynamic")
+                          "attention_mask int64 [batch, seq], logits float32 [batch, seq, labels], label_ids int64 "
+                          "and label_scores float32 [batch, seq], batch and seq dynamic")

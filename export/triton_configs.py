@@ -74,9 +74,10 @@ def ensemble(spec: ServingSpec):
     steps = [
         ("finer_preprocess", {"TEXT": "TEXT"}, {"INPUT_IDS": "input_ids", "ATTENTION_MASK": "attention_mask",
                                                 "WORD_IDS": "word_ids", "WORD_SPANS": "word_spans"}),
-        ("finer_model", {"input_ids": "input_ids", "attention_mask": "attention_mask"}, {"logits": "logits"}),
-        ("finer_postprocess", {"LOGITS": "logits", "WORD_IDS": "word_ids", "WORD_SPANS": "word_spans",
-                               "TEXT": "TEXT", "LABELS": "LABELS"}, {"ENTITIES": "ENTITIES"}),
+        ("finer_model", {"input_ids": "input_ids", "attention_mask": "attention_mask"},
+         {"label_ids": "label_ids", "label_scores": "label_scores"}),
+        ("finer_postprocess", {"LABEL_IDS": "label_ids", "LABEL_SCORES": "label_scores", "WORD_IDS": "word_ids",
+                               "WORD_SPANS": "word_spans", "TEXT": "TEXT", "LABELS": "LABELS"}, {"ENTITIES": "ENTITIES"}),
     ]
     for name, inputs, outputs in steps:
         step = c.ensemble_scheduling.step.add(model_name=name, model_version=-1)
@@ -102,8 +103,9 @@ def model(spec: ServingSpec):
     mc = _pb()
     c = mc.ModelConfig(name="finer_model", backend="onnxruntime", max_batch_size=spec.max_windows)
     c.input.extend([_tensor(mc, "input_ids", "TYPE_INT64", [-1]), _tensor(mc, "attention_mask", "TYPE_INT64", [-1])])
-    # [-1, -1]: export makes the label axis dynamic, so one config fits every label scope.
-    c.output.extend([_output(mc, "logits", "TYPE_FP32", [-1, -1])])
+    # Each position's best label and its probability (export appends them to the graph); the
+    # logits stay in model.onnx for the gates and evaluation but are never copied out of it here.
+    c.output.extend([_output(mc, "label_ids", "TYPE_INT64", [-1]), _output(mc, "label_scores", "TYPE_FP32", [-1])])
     c.dynamic_batching.max_queue_delay_microseconds = spec.queue_delay_us
     if spec.device == "gpu":
         c.instance_group.extend([mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU,
@@ -123,7 +125,8 @@ def model(spec: ServingSpec):
 def postprocess(spec: ServingSpec):
     mc = _pb()
     c = mc.ModelConfig(name="finer_postprocess", backend="python", max_batch_size=0)
-    c.input.extend([_tensor(mc, "LOGITS", "TYPE_FP32", [-1, -1, -1]), _tensor(mc, "WORD_IDS", "TYPE_INT32", [-1, -1]),
+    c.input.extend([_tensor(mc, "LABEL_IDS", "TYPE_INT64", [-1, -1]), _tensor(mc, "LABEL_SCORES", "TYPE_FP32", [-1, -1]),
+                    _tensor(mc, "WORD_IDS", "TYPE_INT32", [-1, -1]),
                     _tensor(mc, "WORD_SPANS", "TYPE_INT32", [-1, 3]), _tensor(mc, "TEXT", "TYPE_STRING", [-1]),
                     _tensor(mc, "LABELS", "TYPE_STRING", [-1], optional=True)])
     c.output.extend([_output(mc, "ENTITIES", "TYPE_STRING", [-1])])  # per document a JSON array of entities

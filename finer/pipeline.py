@@ -17,7 +17,7 @@ import numpy as np
 from finer.labels import OUTSIDE
 from finer.serving import ServingSpec
 from finer.spans import Entity, decode as decode_spans, drop_below
-from finer.windows import bucket_length, make_windows, pad_windows, word_best
+from finer.windows import bucket_length, decision, make_windows, pad_windows, word_best
 from finer.words import Word, may_be_entity, shape_numbers, split_words
 
 CONFIG_FILE = "finer.json"
@@ -118,10 +118,13 @@ def entity_words(documents: Sequence[Sequence[str]]) -> np.ndarray:
     return np.fromiter((may_be_entity(w) for d in documents for w in d), dtype=bool)
 
 
-def word_tags(logits: np.ndarray, word_ids: np.ndarray, n_words: int, labels: Sequence[str],
+Decision = tuple[np.ndarray, np.ndarray]  # per position: label id [windows, length], its probability
+
+
+def word_tags(best_labels: Decision, word_ids: np.ndarray, n_words: int, labels: Sequence[str],
               allowed: np.ndarray | None = None) -> tuple[list[str], list[float]]:
     """The best tag of every word of the request and its probability; words not `allowed` get O."""
-    best, prob = word_best(logits, word_ids, n_words)
+    best, prob = word_best(*best_labels, word_ids, n_words)
     if allowed is not None:
         outside = ~allowed
         best[outside] = list(labels).index(OUTSIDE)
@@ -132,16 +135,17 @@ def word_tags(logits: np.ndarray, word_ids: np.ndarray, n_words: int, labels: Se
 def decode(
     texts: Sequence[str],
     documents: Sequence[Sequence[Word]],
-    logits: np.ndarray,
+    best_labels: Decision,
     word_ids: np.ndarray,
     labels: Sequence[str],
     min_scores: dict[str, float] | None = None,
 ) -> list[list[Entity]]:
-    """Entities per document, with character spans into `texts`; those below their type's
+    """Entities per document, with character spans into `texts`, from each position's best label
+    (`finer.windows.decision`: the graph's label_ids and label_scores); those below their type's
     `min_scores` (the calibrated decision) are left out."""
     n_words = sum(len(d) for d in documents)
     allowed = entity_words([[w.text for w in d] for d in documents])
-    tags, scores = word_tags(logits, word_ids, n_words, labels, allowed)
+    tags, scores = word_tags(best_labels, word_ids, n_words, labels, allowed)
     out, offset = [], 0
     for text, words in zip(texts, documents):
         end = offset + len(words)
@@ -174,15 +178,18 @@ class Tagger:
         """Entities of each raw text, with character spans into it."""
         documents = [split_words(t) for t in texts]
         enc = encode(self.tokenizer, [[w.text for w in d] for d in documents], self.config)
-        return decode(texts, documents, self.logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids,
-                      self.config.labels, self.config.min_scores)
+        return decode(texts, documents, self.decide(enc), enc.word_ids, self.config.labels, self.config.min_scores)
+
+    def decide(self, enc: Encoded) -> Decision:
+        """The model's best label per owned position: what the served graph returns, from the logits."""
+        return decision(self.logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids >= 0)
 
     def word_scores(self, documents: Sequence[Sequence[str]]) -> list[tuple[list[str], list[float]]]:
         """The model's own tag of every word of each pre-split document (FiNER-format `tokens`) and its
         probability, before the calibrated decision (what calibration is fitted on)."""
         enc = encode(self.tokenizer, documents, self.config)
-        tags, scores = word_tags(self.logits_fn(enc.input_ids, enc.attention_mask), enc.word_ids, enc.n_words,
-                                 self.config.labels, entity_words(documents))
+        tags, scores = word_tags(self.decide(enc), enc.word_ids, enc.n_words, self.config.labels,
+                                 entity_words(documents))
         out, offset = [], 0
         for doc in documents:
             out.append((tags[offset : offset + len(doc)], scores[offset : offset + len(doc)]))

@@ -103,19 +103,29 @@ def pad_windows(windows: Sequence[Window], length: int, pad_id: int) -> dict[str
     return {"input_ids": input_ids, "attention_mask": attention_mask, "word_ids": word_ids}
 
 
-def word_best(logits: np.ndarray, word_ids: np.ndarray, n_words: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each word's most probable label and that label's probability, from window logits [n, length, n_labels].
+def decision(logits: np.ndarray, owned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each position's most probable label and that label's probability, from logits [n, length, n_labels]:
+    what export appends to the graph (outputs label_ids and label_scores), computed here for a model
+    run in-process. With `owned` (bool [n, length]), only those positions are computed (the rest get
+    label 0 and probability 1): a request padded to a long bucket holds many more positions, and a
+    279-label softmax over each of them is most of the work."""
+    ids = np.zeros(logits.shape[:2], dtype=np.int64)
+    scores = np.ones(logits.shape[:2], dtype=np.float32)
+    mask = np.ones(logits.shape[:2], dtype=bool) if owned is None else owned
+    picked = logits[mask]  # [positions, n_labels]
+    ids[mask] = picked.argmax(axis=-1)
+    # softmax at the best label: exp(0) / sum(exp(l - max))
+    scores[mask] = 1.0 / np.exp(picked - picked.max(axis=-1, keepdims=True)).sum(axis=-1)
+    return ids, scores
 
-    Only the positions that own a word are read: a request padded to a long bucket holds many more
-    positions (and a 279-label softmax over each of them was most of postprocess's time on packed
-    requests). Words that produced no sub-token (the tokenizer dropped them) get label 0 (`O`), p = 1.
-    """
+
+def word_best(label_ids: np.ndarray, label_scores: np.ndarray, word_ids: np.ndarray,
+              n_words: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each word's label and probability, read at the one position of the window that owns it
+    (word_ids >= 0). Words that produced no sub-token (the tokenizer dropped them) get label 0 (`O`), p = 1."""
     mask = word_ids >= 0
-    owned = logits[mask]  # [owned positions, n_labels]
-    words = word_ids[mask]
     best = np.zeros(n_words, dtype=np.int64)
     prob = np.ones(n_words, dtype=np.float32)
-    best[words] = owned.argmax(axis=-1)
-    # softmax at the best label: exp(0) / sum(exp(l - max))
-    prob[words] = 1.0 / np.exp(owned - owned.max(axis=-1, keepdims=True)).sum(axis=-1)
+    best[word_ids[mask]] = label_ids[mask]
+    prob[word_ids[mask]] = label_scores[mask]
     return best, prob

@@ -74,19 +74,26 @@ def test_cli_writes_version_one_with_every_file(exported):
     assert (config.cls_id, config.sep_id, config.pad_id, config.max_length) == (2, 3, 0, 128)
 
 
-def test_onnx_signature_is_dynamic_in_every_axis(exported):
-    # What Triton's ONNX Runtime backend compares with config.pbtxt: the session's own view. The label
-    # axis is dynamic too, so logits dims [-1, -1] in config.pbtxt fit every label scope.
+def test_onnx_signature_serves_each_positions_best_label(exported):
+    # What Triton's ONNX Runtime backend compares with config.pbtxt: the session's own view. Batch
+    # and sequence are dynamic; serving reads label_ids and label_scores [batch, seq], the logits'
+    # argmax and softmax maximum computed in the graph.
+    from finer.windows import decision
+
     sess = session(exported[0] / "finer_model" / "1" / "model.onnx")
     inputs = {i.name: (i.type, i.shape) for i in sess.get_inputs()}
     outputs = {o.name: (o.type, o.shape) for o in sess.get_outputs()}
-    assert set(inputs) == {"input_ids", "attention_mask"} and set(outputs) == {"logits"}
+    assert set(inputs) == {"input_ids", "attention_mask"} and list(outputs) == ["logits", "label_ids", "label_scores"]
     for kind, shape in inputs.values():
         assert kind == "tensor(int64)" and len(shape) == 2 and all(isinstance(d, str) for d in shape)
-    kind, shape = outputs["logits"]
-    assert kind == "tensor(float)" and len(shape) == 3 and all(isinstance(d, str) for d in shape)
-    ids = np.ones((3, 5), dtype=np.int64)
-    assert sess.run(["logits"], {"input_ids": ids, "attention_mask": ids})[0].shape == (3, 5, 9)
+    assert outputs["label_ids"][0] == "tensor(int64)" and outputs["label_scores"][0] == "tensor(float)"
+    assert all(len(shape) == 2 and all(isinstance(d, str) for d in shape) for _, shape in
+               (outputs["label_ids"], outputs["label_scores"]))
+    ids = np.array([[2, 17, 40, 9, 3]] * 3, dtype=np.int64)
+    logits, label_ids, label_scores = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    assert logits.shape == (3, 5, 9) and label_ids.shape == label_scores.shape == (3, 5)
+    want_ids, want_scores = decision(logits)
+    assert (label_ids == want_ids).all() and np.allclose(label_scores, want_scores, atol=1e-6)
 
 
 def test_onnx_runtime_matches_torch_on_a_sentence(exported, tiny):

@@ -69,7 +69,8 @@ def test_python_steps():
         "INPUT_IDS": (mc.TYPE_INT64, [-1, -1]), "ATTENTION_MASK": (mc.TYPE_INT64, [-1, -1]),
         "WORD_IDS": (mc.TYPE_INT32, [-1, -1]), "WORD_SPANS": (mc.TYPE_INT32, [-1, 3]),
     }
-    assert tensors(post.input)["LOGITS"] == (mc.TYPE_FP32, [-1, -1, -1])
+    assert tensors(post.input)["LABEL_IDS"] == (mc.TYPE_INT64, [-1, -1])
+    assert tensors(post.input)["LABEL_SCORES"] == (mc.TYPE_FP32, [-1, -1])
     for step in ("finer_preprocess", "finer_postprocess", "finer_labels"):  # copied into each version by export
         assert (REPO / step / "model.py").is_file()
 
@@ -99,7 +100,8 @@ def test_onnx_model_config():
     config = load("finer_model")
     assert config.backend == "onnxruntime" and config.max_batch_size > 0
     assert tensors(config.input) == {"input_ids": (mc.TYPE_INT64, [-1]), "attention_mask": (mc.TYPE_INT64, [-1])}
-    assert tensors(config.output) == {"logits": (mc.TYPE_FP32, [-1, -1])}  # export frees the label axis
+    # each position's best label and its probability (export appends them); the logits are not copied out
+    assert tensors(config.output) == {"label_ids": (mc.TYPE_INT64, [-1]), "label_scores": (mc.TYPE_FP32, [-1])}
     assert 0 < config.dynamic_batching.max_queue_delay_microseconds <= 5000
     # the spec's CPU layout: instances x threads (two single-threaded instances, BENCHMARKS.md)
     spec = ServingSpec()
@@ -135,4 +137,4 @@ def test_window_count_matches_make_windows(max_length, stride):
 def test_labels_model_takes_no_inputs():
     config = load("finer_labels")
     assert config.backend == "python" and all(i.optional for i in config.input)
-    assert [o.name for o in config.output] == ["LABELS", "VERSION"]
+    assert [o.name for o in config.output] == ["LABELS", "VERSION", "MODEL_CARD"]

@@ -60,7 +60,8 @@ def post_inputs(n_labels: int, **changes) -> list[tuple]:
     """finer_postprocess inputs for "rate 7.00" (two words), with some replaced."""
     inputs = {
         "TEXT": (strings(["rate 7.00"]), "BYTES"),
-        "LOGITS": (np.zeros((1, 4, n_labels), np.float32), "FP32"),
+        "LABEL_IDS": (np.zeros((1, 4), np.int64), "INT64"),
+        "LABEL_SCORES": (np.ones((1, 4), np.float32), "FP32"),
         "WORD_IDS": (np.array([[-1, 0, 1, -1]], np.int32), "INT32"),
         "WORD_SPANS": (np.array([[0, 0, 4], [0, 5, 9]], np.int32), "INT32"),
     }
@@ -85,7 +86,8 @@ CASES = {
     "model-missing-mask": ("finer_model", lambda n: model_inputs(ids([[2, 50]]))[:1], ""),
     "model-over-max-batch": ("finer_model", lambda n: model_inputs(ids([[2, 50]] * (SPEC.max_windows + 1))), ""),
     # finer_postprocess called directly with tensors that did not come from finer_preprocess
-    "post-label-count": ("finer_postprocess", lambda n: post_inputs(n, LOGITS=(np.zeros((1, 4, n + 1), np.float32), "FP32")), "[bad_input]"),
+    "post-label-id-range": ("finer_postprocess", lambda n: post_inputs(n, LABEL_IDS=(np.full((1, 4), n, np.int64), "INT64")), "[bad_input]"),
+    "post-scores-shape": ("finer_postprocess", lambda n: post_inputs(n, LABEL_SCORES=(np.ones((1, 3), np.float32), "FP32")), "[bad_input]"),
     "post-negative-span": ("finer_postprocess", lambda n: post_inputs(n, WORD_SPANS=(np.array([[0, -5, 4], [0, 5, 9]], np.int32), "INT32")), "[bad_input]"),
     "post-span-past-text": ("finer_postprocess", lambda n: post_inputs(n, WORD_SPANS=(np.array([[0, 0, 4], [0, 5, 99]], np.int32), "INT32")), "[bad_input]"),
     "post-span-document": ("finer_postprocess", lambda n: post_inputs(n, WORD_SPANS=(np.array([[0, 0, 4], [3, 5, 9]], np.int32), "INT32")), "[bad_input]"),
@@ -135,7 +137,7 @@ def test_bad_input_is_refused_with_a_short_reason(served, first_pid, protocol, c
 
 def infer_model(client, module, input_ids: np.ndarray):
     result = client.infer("finer_model", [tensor(module, n, a, d) for n, a, d in model_inputs(input_ids)])
-    return result.as_numpy("logits")
+    return result.as_numpy("label_scores")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -277,7 +277,8 @@ def test_cli_port_in_use(tiny_export):
 
 @pytest.mark.filterwarnings("ignore")  # the TorchScript exporter's deprecation and tracer notes
 def test_cli_load_failure_gives_reason_and_log_tail(tiny_export, tmp_path):
-    """A model.onnx with a fixed label axis: the official ONNX Runtime backend refuses it, so must we."""
+    """A model.onnx exported without export.build (no label_ids / label_scores outputs): the official
+    ONNX Runtime backend refuses it, so must we, with the reason in one line."""
     import torch
 
     repository = copy_repository(tmp_path / "repo")
@@ -297,7 +298,7 @@ def test_cli_load_failure_gives_reason_and_log_tail(tiny_export, tmp_path):
     assert result.returncode == 1
     first = result.stderr.splitlines()[0]
     assert first.startswith("error: Triton exited") and "failed to load 'finer_model'" in first, result.stderr
-    assert "outputs must match exactly" in first
+    assert "config output 'label_ids' is not in model.onnx" in first
     assert "last lines of" in result.stderr and "Traceback" not in first
     assert time.monotonic() - started < 60
     assert stub_processes(str(repository)) == []

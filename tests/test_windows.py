@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from finer.windows import bucket_length, make_windows, pad_windows, word_best
+from finer.windows import bucket_length, decision, make_windows, pad_windows, word_best
 
 
 def owners(windows):
@@ -50,11 +50,15 @@ def test_buckets_and_padding():
     assert arr["word_ids"].tolist() == [[-1, 0, 1, -1, -1, -1]]
 
 
-def test_word_best_reads_owned_positions_only():
+def test_decision_reads_owned_positions_only_and_words_take_their_own():
     logits = np.zeros((1, 4, 3), dtype=np.float32)
     logits[0, 1] = [0.0, 1.0, 3.0]
     logits[0, 2, 1] = 50.0  # a position no word owns (a later sub-token, or padding): never read
     word_ids = np.array([[-1, 0, -1, -1]], dtype=np.int32)
-    best, prob = word_best(logits, word_ids, n_words=2)
+    ids, scores = decision(logits, word_ids >= 0)
     softmax = np.exp(logits[0, 1]) / np.exp(logits[0, 1]).sum()
+    assert ids.tolist() == [[0, 2, 0, 0]] and np.isclose(scores[0, 1], softmax.max()) and scores[0, 2] == 1.0
+    full_ids, full_scores = decision(logits)  # every position, as the exported graph computes them
+    assert full_ids[0, 2] == 1 and full_scores[0, 2] > 0.99 and full_ids[0, 1] == 2
+    best, prob = word_best(full_ids, full_scores, word_ids, n_words=2)
     assert best.tolist() == [2, 0] and np.isclose(prob[0], softmax.max()) and prob[1] == 1.0  # word 1: no sub-token

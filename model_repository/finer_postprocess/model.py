@@ -1,7 +1,8 @@
-"""Triton Python model: window logits -> entities with character spans, one JSON array per document.
+"""Triton Python model: each window position's best label -> entities with character spans, one JSON array per document.
 
-The words come back from WORD_SPANS (preprocess split them), tags are decoded by
-`finer.pipeline.decode` (per-word probabilities from the window that owns each word, strict IOB2),
+finer_model returns LABEL_IDS and LABEL_SCORES [windows, length] (the best label of each position
+and its probability, computed in the graph), the words come back from WORD_SPANS (preprocess split
+them), and tags are decoded by `finer.pipeline.decode` (each word read at the window that owns it, strict IOB2),
 and labels and the calibrated minimum scores are read from finer.json in this version's own folder
 (written by export with the model). The optional
 LABELS input (scope names such as `debt`, or FiNER types) narrows the answer to those types: one
@@ -26,13 +27,13 @@ from finer.steps import RequestError, get, respond  # noqa: E402
 from finer.words import Word  # noqa: E402
 
 
-def entities_json(texts: list[str], logits: np.ndarray, word_ids: np.ndarray, spans: np.ndarray,
+def entities_json(texts: list[str], best: tuple[np.ndarray, np.ndarray], word_ids: np.ndarray, spans: np.ndarray,
                   config: TaggerConfig, keep: frozenset[str] | None = None) -> list[bytes]:
     """One JSON array per document, with the model's calibrated decision; with `keep`, only entities of those types."""
     documents = [[] for _ in texts]
     for d, start, end in spans.tolist():
         documents[d].append(Word(texts[d][start:end], start, end))
-    found = decode(texts, documents, logits, word_ids, config.labels, config.min_scores)
+    found = decode(texts, documents, best, word_ids, config.labels, config.min_scores)
     return [json.dumps([e.to_dict() for e in doc if keep is None or e.label in keep], ensure_ascii=False).encode("utf-8")
             for doc in found]
 
@@ -48,16 +49,18 @@ def wanted_types(raw: np.ndarray | None) -> frozenset[str] | None:
         raise RequestError(ERROR_BAD_LABELS, f"LABELS: {e}") from None
 
 
-def check_tensors(texts: list[str], logits: np.ndarray, word_ids: np.ndarray, spans: np.ndarray, n_labels: int) -> None:
-    """What decoding assumes, for tensors that did not come from finer_preprocess (a direct call)."""
+def check_tensors(texts: list[str], best: tuple[np.ndarray, np.ndarray], word_ids: np.ndarray, spans: np.ndarray,
+                  n_labels: int) -> None:
+    """What decoding assumes, for tensors that did not come from finer_preprocess and finer_model (a direct call)."""
     def bad(message: str):
         raise RequestError(ERROR_BAD_INPUT, message)
 
-    if logits.ndim != 3 or word_ids.shape != logits.shape[:2]:
-        bad(f"LOGITS {list(logits.shape)} must be [windows, length, labels] and WORD_IDS {list(word_ids.shape)} "
-            "[windows, length]")
-    if logits.shape[-1] != n_labels:
-        bad(f"LOGITS has {logits.shape[-1]} labels but the served model has {n_labels}")
+    ids, scores = best
+    if ids.ndim != 2 or ids.shape != scores.shape or word_ids.shape != ids.shape:
+        bad(f"LABEL_IDS {list(ids.shape)}, LABEL_SCORES {list(scores.shape)} and WORD_IDS {list(word_ids.shape)} "
+            "must all be [windows, length]")
+    if ids.size and (ids.min() < 0 or ids.max() >= n_labels):
+        bad(f"LABEL_IDS must lie in [0, {n_labels}) (the served model's labels)")
     if spans.ndim != 2 or spans.shape[1] != 3:
         bad(f"WORD_SPANS {list(spans.shape)} must be [words, 3]")
     if word_ids.size and (word_ids.min() < -1 or word_ids.max() >= len(spans)):
@@ -86,8 +89,9 @@ class TritonPythonModel:
             return t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t)
 
         texts = [text(t) for t in get(pb_utils, request, "TEXT").reshape(-1)]
-        logits, word_ids, spans = (get(pb_utils, request, n) for n in ("LOGITS", "WORD_IDS", "WORD_SPANS"))
-        check_tensors(texts, logits, word_ids, spans, len(self.config.labels))
+        ids, scores, word_ids, spans = (get(pb_utils, request, n)
+                                        for n in ("LABEL_IDS", "LABEL_SCORES", "WORD_IDS", "WORD_SPANS"))
+        check_tensors(texts, (ids, scores), word_ids, spans, len(self.config.labels))
         keep = wanted_types(get(pb_utils, request, "LABELS"))
-        out = entities_json(texts, logits, word_ids, spans, self.config, keep)
+        out = entities_json(texts, (ids, scores), word_ids, spans, self.config, keep)
         return [pb_utils.Tensor("ENTITIES", np.array(out, dtype=np.object_))]

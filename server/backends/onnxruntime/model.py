@@ -6,8 +6,9 @@ through the Python backend with onnxruntime's Python API, reading the config.pbt
 native backend reads (`intra_op_thread_count`, `inter_op_thread_count`, `execution_mode`,
 `optimization { graph { level } }`, `default_model_filename`). The official container ignores this
 file and serves the same repository with its native backend. To fail where that one fails, loading
-checks config.pbtxt against model.onnx with the native rules: inputs may be looser than the model,
-outputs must match exactly (a fixed label axis in model.onnx would not fit logits dims [-1, -1]).
+checks config.pbtxt against model.onnx with the native rules: every config tensor must be in the
+model, inputs may be looser than the model, outputs must match exactly; model outputs the config
+does not name are neither bound nor copied out (the logits beside label_ids and label_scores).
 
 Requests are checked one by one before they are batched (integer inputs are token indices and
 masks here, so they may not be negative or beyond int32; every input must have the same batch size), and a batch
