@@ -108,6 +108,22 @@ def gate_file(args: list[str]) -> Path | None:
     return target
 
 
+def setup_minutes(venv: Path = Path(".venv")) -> float | None:
+    """How long `make setup` took: from the venv's creation (pyvenv.cfg) to its `.installed` stamp."""
+    try:
+        return ((venv / ".installed").stat().st_mtime - (venv / "pyvenv.cfg").stat().st_mtime) / 60
+    except OSError:
+        return None
+
+
+def breakdown(minutes: dict[str, float | None]) -> str:
+    """Where the first start's minutes went, as a table for its own output."""
+    rows = [(k, v) for k, v in minutes.items() if v is not None]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(["first start, minutes:"] + [f"  {k:<{width}}  {v:5.1f}" for k, v in rows]
+                     + [f"  {'total':<{width}}  {sum(v for _, v in rows):5.1f}"])
+
+
 def ensure_model(repository: Path = DEFAULT_REPOSITORY, run_dir: Path = Path("runs/serve")) -> Path:
     model_dir = repository / artifacts.MODEL_NAME
     if artifacts.versions(model_dir):  # exported before: serve it, or say why it cannot be (no retraining)
@@ -117,19 +133,31 @@ def ensure_model(repository: Path = DEFAULT_REPOSITORY, run_dir: Path = Path("ru
             raise BootstrapError(str(e)) from None
     started = time.monotonic()
     args, source = training_plan()
+    planned = time.monotonic()
     print(f"no exported model in {model_dir}: building one first ({source}).", flush=True)
     from evaluation import run
     from export.build import ExportError, export_model
+    from training import facts
 
     if run.main([*args, "--output_dir", str(run_dir), "--run_name", "make-serve"]) != 0:
         raise BootstrapError("training failed (see above)")
+    trained = time.monotonic()
     validation = gate_file(args)
+    report: dict = {}
     try:
         # int8 where it keeps the F1 (the gate), else the fp32 model is written and served.
         folder = export_model(run_dir / "model", repository, quantize="int8" if validation else None,
-                              validation=validation, max_validation_sentences=GATE_SENTENCES, on_f1_drop="fp32")
+                              validation=validation, max_validation_sentences=GATE_SENTENCES, on_f1_drop="fp32",
+                              report=report)
     except ExportError as e:
         raise BootstrapError(f"export failed: {e}") from None
+    fit = facts.read(run_dir / "model").get("train_minutes", 0.0)
+    exported = report[str(folder)]["timings_s"]
+    gate = (exported.get("quantise_s", 0) + exported.get("f1_gate_s", 0)) / 60
+    print(breakdown({"setup (make setup)": setup_minutes(), "corpus from the filings": (planned - started) / 60,
+                     "fine-tuning": fit, "loading, calibration, scoring, checklist": (trained - planned) / 60 - fit,
+                     "ONNX export, parity, optimisation": (time.monotonic() - trained) / 60 - gate,
+                     "int8 and its F1 gate": gate}), flush=True)
     print(f"model ready in {folder} after {(time.monotonic() - started) / 60:.1f} min", flush=True)
     return folder
 

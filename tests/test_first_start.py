@@ -78,3 +78,19 @@ def test_the_int8_gate_reads_the_data_s_validation_split(offline, tmp_path):
     offline.setattr("filings.sources.download_finer139", lambda: archive)
     path = bootstrap.gate_file(["--data", "hub"])
     assert path.read_text() == "validation rows\n" and path.parent == bootstrap.CACHE
+
+
+def test_the_first_start_says_where_its_minutes_went(tmp_path):
+    import os
+
+    venv = tmp_path / ".venv"
+    venv.mkdir()
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (venv / ".installed").touch()
+    os.utime(venv / "pyvenv.cfg", (1000.0, 1000.0))
+    os.utime(venv / ".installed", (1150.0, 1150.0))
+    assert bootstrap.setup_minutes(venv) == 2.5
+    assert bootstrap.setup_minutes(tmp_path / "none") is None
+    table = bootstrap.breakdown({"setup (make setup)": 2.5, "corpus": None, "fine-tuning": 14.25})
+    assert table.splitlines() == ["first start, minutes:", "  setup (make setup)    2.5",
+                                  "  fine-tuning          14.2", "  total                16.8"]
