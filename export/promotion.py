@@ -80,7 +80,7 @@ def evaluation_sets(data: str, finer_sample: str = "", max_sentences: int | None
         raise ExportError("no evaluation data to compare the candidate with the served version: give --eval-data "
                           "(the FiNER-format folder it was trained on), or --force to write it unchecked")
     try:
-        test = load_splits(resolve_source(data)).get("test")
+        test = load_splits(resolve_source(data), only="test").get("test")
     except DataError as e:
         raise ExportError(f"evaluation set {data}: {e}; or --force to write it unchecked") from None
     if not test:

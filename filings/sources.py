@@ -97,8 +97,9 @@ def _split_of(name: str) -> str | None:
     return aliases.get(stem)
 
 
-def load_splits(source: str | Path, report: LoadReport | None = None) -> dict[str, list[dict]]:
-    """Read train/validation/test from a folder, a zip, or single jsonl/parquet files named by split."""
+def load_splits(source: str | Path, report: LoadReport | None = None, only: str | None = None) -> dict[str, list[dict]]:
+    """Read train/validation/test from a folder, a zip, or single jsonl/parquet files named by split
+    (`only`: just that split of a folder or zip, e.g. 'test', without reading the others)."""
     report = report if report is not None else LoadReport()
     path = Path(source)
     if not path.exists():
@@ -106,14 +107,16 @@ def load_splits(source: str | Path, report: LoadReport | None = None) -> dict[st
     splits: dict[str, list[dict]] = {}
     try:
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".parquet") and _split_of(p.name))
+            files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".parquet") and _split_of(p.name)
+                           and only in (None, _split_of(p.name)))
             if not files:
-                raise DataError(f"{path}: no train/validation/test .jsonl or .parquet files in this folder")
+                raise DataError(f"{path}: no {only or 'train/validation/test'} .jsonl or .parquet files in this folder")
             for f in files:
                 splits.setdefault(_split_of(f.name), []).extend(_read_file(f, report))
         elif path.suffix == ".zip":
             with zipfile.ZipFile(path) as zf:
-                members = [m for m in zf.namelist() if m.endswith(".jsonl") and _split_of(m)]
+                members = [m for m in zf.namelist() if m.endswith(".jsonl") and _split_of(m)
+                           and only in (None, _split_of(m))]
                 if not members:
                     raise DataError(f"{path}: the zip holds no train/validation/test .jsonl files")
                 for m in members:
