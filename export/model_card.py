@@ -106,7 +106,8 @@ def render(record: dict, config, facts: dict, scores: dict) -> str:
         "## Training procedure", "",
         f"Options that differ from the defaults: "
         + (", ".join(f"`{k}={v}`" for k, v in facts.get("options", {}).items()) or "none recorded") + ".",
-        f"Training took {facts.get('train_minutes', '?')} min; best validation entity micro-F1 {facts.get('best_validation_f1')}.",
+        f"Training took {facts.get('train_minutes', '?')} min; best validation entity micro-F1 "
+        f"{facts.get('best_validation_f1') or 0:.3f}.",
         "", "## Evaluation", "",
         "Scores of the fitted model (PyTorch, calibrated decision applied, as `make evaluate` reports them), "
         "with 95% bootstrap intervals over sentences:" if scores else "No scores were recorded with this model.", "",
