@@ -19,8 +19,8 @@ refused fails; both are listed in `<out>/batch-summary.json` with the reason, an
 the next run. Exit codes: 0 done (skips included), 1 no server answered, 2 bad usage, 130 interrupted.
 
 `--shard i/N` takes the i-th of N disjoint shares of the archive (0 <= i < N), chosen by a hash of
-each filing's path under DIR: the same filing lands in the same shard on every machine and in every
-run, whatever else the folder holds. N processes (a Kubernetes Indexed Job: deploy/k8s/components/
+each filing's output path under OUT: the same filing lands in the same shard on every machine and
+in every run, whatever else the folder holds. N processes (a Kubernetes Indexed Job: deploy/k8s/components/
 archive-job) write into one output folder; each keeps its own `batch-summary-<i>-of-<N>.json`.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def in_shard(relative: Path, shard: tuple[int, int]) -> bool:
-    """Whether the filing at `relative` (its path under DIR) belongs to shard i of N."""
+    """Whether the file at `relative` (a filing's output path under OUT) belongs to shard i of N."""
     i, n = shard
     return int.from_bytes(hashlib.sha256(relative.as_posix().encode()).digest()[:8], "big") % n == i
 
@@ -183,12 +183,16 @@ class Batch:
         i, n = self.shard
         return self.out / (SUMMARY if n == 1 else SUMMARY.replace(".json", f"-{i}-of-{n}.json"))
 
+    def mine(self, output: Path) -> bool:
+        """Whether an output file (its path under --out) is this shard's to write."""
+        return in_shard(output.relative_to(self.out), self.shard)
+
     def todo(self) -> list[Path]:
-        found = [p for p in find(self.folder) if in_shard(p.relative_to(self.folder), self.shard)]
+        found = [p for p in find(self.folder) if self.mine(output_of(p, self.folder, self.out))]
         self.summary.found = len(found)
-        for path in found:  # a run killed while writing; other shards' files are theirs to clean
-            target = output_of(path, self.folder, self.out)
-            target.with_name(target.name + PARTIAL).unlink(missing_ok=True)
+        for stale in self.out.rglob(f"*{PARTIAL}") if self.out.is_dir() else ():
+            if self.mine(stale.with_name(stale.name.removesuffix(PARTIAL))):
+                stale.unlink()  # a run killed while writing; other shards' files are theirs to clean
         todo = [p for p in found if not output_of(p, self.folder, self.out).is_file()]
         self.summary.done_before = len(found) - len(todo)
         return todo
@@ -259,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
                                                    "halved while a server refuses for load, regained as it answers)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds one call (max_documents passages) may take on one replica")
     p.add_argument("--shard", type=str, default="0/1", metavar="i/N",
-                   help="tag only shard i of N (0 <= i < N, by a hash of each file's path): one of N processes or pods")
+                   help="tag only shard i of N (0 <= i < N, by a hash of each filing's output path): one of N processes or pods")
     p.add_argument("--patience", type=float, default=120.0,
                    help="seconds without any replica answering before the run stops (resume it later)")
     return p

@@ -185,7 +185,13 @@ def test_two_shards_as_two_processes_write_exactly_the_unsharded_output(served, 
     reports = [json.loads((sharded / f"batch-summary-{i}-of-2.json").read_text()) for i in range(2)]
     assert all(r["tagged"] > 0 for r in reports)  # both pods had work
     assert sum(r["found"] for r in reports) == json.loads((whole / batch.SUMMARY).read_text())["found"]
-    # A restarted pod skips what is complete: shard 0 again tags nothing.
+    # A restarted pod skips what is complete (shard 0 again tags nothing) and removes only its own
+    # shard's unfinished files: another pod may be writing its own.
+    stale = {i: next(f"stale{k}.jsonl" for k in range(100) if batch.in_shard(Path(f"stale{k}.jsonl"), (i, 2)))
+             for i in range(2)}
+    for name in stale.values():
+        (sharded / (name + batch.PARTIAL)).write_text('{"half": ')
     again = subprocess.run([sys.executable, "-m", "client.batch", "--files", str(folder), "--out", str(sharded),
                             "--shard", "0/2", *url], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and json.loads((sharded / "batch-summary-0-of-2.json").read_text())["tagged"] == 0
+    assert not (sharded / (stale[0] + batch.PARTIAL)).exists() and (sharded / (stale[1] + batch.PARTIAL)).exists()
