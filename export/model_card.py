@@ -62,6 +62,17 @@ def _year_rows(scores: dict) -> list[str]:
             *(f"| {y} | {d['gold_entities']} | {d['micro_f1']:.3f}{_ci(d.get('micro_f1_ci'))} |" for y, d in years.items())]
 
 
+def _weak_types(scores: dict, below: float = 0.5, support: int = 5) -> str:
+    """The limitation line for types the model gets mostly wrong on the test split's tagged sentences."""
+    main = scores.get("filtered") or {}
+    weak = sorted((v["f1"], t, v["support"]) for t, v in main.get("per_type", {}).items()
+                  if v["support"] >= support and v["f1"] < below)
+    if not weak:
+        return ""
+    return (f"- Types scored below F1 {below} on the test sentences that hold a tag: "
+            + ", ".join(f"{t} ({f:.3f} on {n} entities)" for f, t, n in weak) + ": do not rely on these tags.")
+
+
 def _export_lines(record: dict) -> list[str]:
     lines = [f"- Served in **{record['precision']}** (ONNX Runtime); parity with PyTorch: max |logit difference| "
              f"{record['parity']['optimised']['max_abs_diff']:.1e} (gate {record['parity']['tolerance']:g})."]
@@ -127,6 +138,7 @@ def render(record: dict, config, facts: dict, scores: dict) -> str:
         (f"- {len(few)} type(s) had fewer than 20 training entities; their tags are unreliable: "
          + ", ".join(f"{t} ({n})" for t, n in sorted(few.items(), key=lambda kv: kv[1])[:15])
          + (" ..." if len(few) > 15 else "") + ".") if few else "- Every type had at least 20 training entities.",
+        *([_weak_types(scores)] if _weak_types(scores) else []),
         "- Numbers are tagged one entity per number; a concept written in words is not.", "",
         "## How to reproduce", "",
         f"```\n{facts.get('command', '# not recorded: the model was trained outside this project')}\n"

@@ -153,7 +153,8 @@ def test_every_version_has_a_model_card_from_what_training_left(setup, tmp_path)
                 3.5, 0.81, "run123")
     (folder / "scores.json").write_text(json.dumps({"filtered": {
         "sentences": 10, "micro": {"precision": 0.9, "recall": 0.8, "f1-score": 0.847}, "micro_f1_ci": [0.8, 0.9],
-        "per_type": {"DebtInstrumentInterestRateStatedPercentage": {"f1": 0.85, "support": 9, "ci": [0.7, 0.95]}},
+        "per_type": {"DebtInstrumentInterestRateStatedPercentage": {"f1": 0.85, "support": 9, "ci": [0.7, 0.95]},
+                     "DebtInstrumentFaceAmount": {"f1": 0.2, "support": 6, "ci": [0.0, 0.5]}},
         "by_year": {"2021": {"gold_entities": 9, "micro_f1": 0.847, "micro_f1_ci": [0.8, 0.9]}},
         "uncalibrated": {"precision": 0.8, "recall": 0.85, "f1-score": 0.82}}}))
     repository = copy_repository(tmp_path / "repo")
@@ -167,6 +168,8 @@ def test_every_version_has_a_model_card_from_what_training_left(setup, tmp_path)
     assert "| train | 160 | 1 | 2021-2021 | 10-K 160 |" in card
     assert "0.847 [0.800, 0.900]" in card and "`epochs=2.0`" in card and "run123" in card
     assert "Trained on filings of 2021-2021" in card and "DebtInstrumentFaceAmount (0)" in card
+    assert "below F1 0.5 on the test sentences that hold a tag: DebtInstrumentFaceAmount (0.200 on 6 entities)" in card
+    assert "DebtInstrumentInterestRateStatedPercentage (0.850" not in card
     assert f"python -m evaluation.run --data {setup['data']} --epochs 2.0" in card
     assert "Promotion: candidate vs served version 1" in card
     assert (repository / "finer_labels" / version.name / CARD).read_text() == card  # served by finer_labels
