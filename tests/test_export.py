@@ -19,6 +19,7 @@ from tiny_model import WORDS, build_tiny_model
 from finer.runtime import ort_logits, session
 from export import build as export, gates as export_gates
 from export.build import ExportError, export_model
+from export.report import summary
 from export.repository import STEP_FILES, RepositoryError, rollback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -269,7 +270,7 @@ def test_int8_reports_both_f1_and_gates_on_the_drop(tiny, validation, tmp_path):
     assert gate["speedup"] > 0 and set(gate["seconds"]) == {"fp32", "int8"}
     assert int8["quantisation"]["fp32_groups"] == [] and int8["quantisation"]["fp32_nodes"] == []
     assert int8["model_bytes"] < fp32["model_bytes"]
-    assert "int8 gate" in export.summary(report)
+    assert "int8 gate" in summary(report)
 
     # A gate nothing can pass: fail with both figures in the message and write nothing ...
     with pytest.raises(ExportError, match=r"int8 entity micro-F1 .* vs fp32 1\.0000"):
