@@ -188,12 +188,13 @@ class Batch:
         return in_shard(output.relative_to(self.out), self.shard)
 
     def todo(self) -> list[Path]:
-        found = [p for p in find(self.folder) if self.mine(output_of(p, self.folder, self.out))]
+        outputs = {p: output_of(p, self.folder, self.out) for p in find(self.folder)}
+        found = {p: out for p, out in outputs.items() if self.mine(out)}
         self.summary.found = len(found)
         for stale in self.out.rglob(f"*{PARTIAL}") if self.out.is_dir() else ():
             if self.mine(stale.with_name(stale.name.removesuffix(PARTIAL))):
                 stale.unlink()  # a run killed while writing; other shards' files are theirs to clean
-        todo = [p for p in found if not output_of(p, self.folder, self.out).is_file()]
+        todo = [p for p, out in found.items() if not out.is_file()]
         self.summary.done_before = len(found) - len(todo)
         return todo
 

@@ -5,7 +5,7 @@ A server that cannot be reached is a message saying what to do, not a traceback.
 from __future__ import annotations
 
 from client import FinerClient, FinerError
-from finer.labels import entity_type
+from finer.labels import types_of
 
 
 def status_markdown(client: FinerClient) -> tuple[str, list[list]]:
@@ -40,4 +40,4 @@ def status_markdown(client: FinerClient) -> tuple[str, list[list]]:
 
 def label_rows(tags: list[str]) -> list[list]:
     """One row per entity type the tags name, in the model's order ('B-X', 'I-X' -> ['X'])."""
-    return [[kind] for kind in dict.fromkeys(entity_type(t) for t in tags) if kind]
+    return [[kind] for kind in types_of(tags)]

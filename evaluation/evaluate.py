@@ -15,10 +15,11 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from finer.labels import UNKNOWN, LabelScope, entity_type
+from finer.labels import UNKNOWN, LabelScope, entity_type, types_of
 from finer.pipeline import CONFIG_FILE, LogitsFn, Tagger, TaggerConfig, plain_tokenizer
 from finer.spans import drop_below
 from finer.words import may_be_entity
+from filings.finer_sample import FINER_DEV
 from evaluation.confidence import bootstrap, entity_counts, save_counts
 from evaluation.errors import error_report, error_table, plot_errors
 from training.metrics import entity_scores
@@ -109,7 +110,6 @@ def score(words: list[list[str]], gold: list[list[str]], pred: list[list[str]], 
     }
 
 
-FINER_DEV = "finer_dev"  # the set name of the FiNER sample's dev part (filings/finer_sample.py)
 
 
 def known_only(gold: list[str], pred: list[str]) -> tuple[list[str], list[str]]:
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_model(a.model)
         labels = model.config.id2label
         scope = LabelScope.parse(a.scope) if a.scope else LabelScope(
-            "model", tuple(dict.fromkeys(entity_type(t) for t in labels.values() if t != "O")))
+            "model", tuple(types_of(labels.values())))
         report = LoadReport()
         rows = load_splits(resolve_source(a.data), report).get(a.split)
         if not rows:

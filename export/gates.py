@@ -85,9 +85,30 @@ class ParitySet:
 
     def check(self, candidate) -> dict:
         """Max |logit difference| over attended positions (serving never reads padded ones)."""
+        return self._compare(lambda enc: candidate(enc.input_ids, enc.attention_mask))
+
+    def check_graph(self, sess) -> dict:
+        """`check` of an exported graph, in the same pass also gating its label_ids and label_scores
+        outputs: they must be its own logits' argmax and softmax maximum (`finer.windows.decision`)."""
+        from finer.windows import decision
+        from export.onnx_graph import OUTPUTS
+
+        def run(enc):
+            logits, ids, scores = sess.run(list(OUTPUTS), {"input_ids": enc.input_ids,
+                                                           "attention_mask": enc.attention_mask})
+            want_ids, want_scores = decision(logits)
+            mask = enc.attention_mask.astype(bool)
+            if not (ids[mask] == want_ids[mask]).all() or not np.allclose(scores[mask], want_scores[mask], atol=1e-5):
+                raise ExportError("the graph's label_ids/label_scores differ from its own logits' argmax and softmax "
+                                  "maximum; nothing written (report this with the onnxruntime version)")
+            return logits
+
+        return self._compare(run)
+
+    def _compare(self, outputs) -> dict:
         worst, agree, total = 0.0, 0, 0
         for enc, ref in self.batches:
-            got = candidate(enc.input_ids, enc.attention_mask)
+            got = outputs(enc)
             if got.shape != ref.shape:
                 raise ExportError(f"the ONNX model returns logits {got.shape} where PyTorch returns {ref.shape}")
             mask = enc.attention_mask.astype(bool)
@@ -130,21 +151,6 @@ def validation_f1(path: Path, tokenizer, config: TaggerConfig, candidates: dict,
         result["int8_minus_fp32_points"] = [100 * x for x in (point, lo, hi)]
         result["speedup"] = round(seconds["fp32"] / max(seconds["int8"], 1e-9), 2)
     return result
-
-
-def decision_gate(reference: ParitySet, sess) -> None:
-    """The graph's label_ids and label_scores must be its own logits' argmax and softmax maximum
-    (`finer.windows.decision`) at every attended position of the parity windows."""
-    from finer.windows import decision
-
-    for enc, _ in reference.batches:
-        logits, ids, scores = sess.run(["logits", "label_ids", "label_scores"],
-                                       {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask})
-        want_ids, want_scores = decision(logits)
-        mask = enc.attention_mask.astype(bool)
-        if not (ids[mask] == want_ids[mask]).all() or not np.allclose(scores[mask], want_scores[mask], atol=1e-5):
-            raise ExportError("the graph's label_ids/label_scores differ from its own logits' argmax and softmax "
-                              "maximum; nothing written (report this with the onnxruntime version)")
 
 
 def parity_gate(check: dict, what: str) -> None:

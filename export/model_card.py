@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finer.labels import OUTSIDE, entity_type
+from finer.labels import types_of
 
 FILE = "MODEL_CARD.md"
 SET_NAMES = {"filtered": "test, sentences holding a tag of the scope", "unfiltered": "test, every sentence",
@@ -91,11 +91,12 @@ def _export_lines(record: dict) -> list[str]:
 def render(record: dict, config, facts: dict, scores: dict) -> str:
     """The card's Markdown. `config` is the version's TaggerConfig; `facts` training.json, `scores`
     scores.json of the model folder ({} when the model was trained elsewhere)."""
-    types = list(dict.fromkeys(entity_type(t) for t in config.labels if t != OUTSIDE))
+    types = types_of(config.labels)
     source = record["source"]
     data = facts.get("data", {})
     train_years = data.get("train", {}).get("years") or []
     few = facts.get("few_examples", {})
+    weak = _weak_types(scores)
     lines = [
         "# Model card: finer_model", "",
         f"Token classifier tagging numeric entities of SEC filings with their XBRL concept (FiNER-139 types). "
@@ -138,7 +139,7 @@ def render(record: dict, config, facts: dict, scores: dict) -> str:
         (f"- {len(few)} type(s) had fewer than 20 training entities; their tags are unreliable: "
          + ", ".join(f"{t} ({n})" for t, n in sorted(few.items(), key=lambda kv: kv[1])[:15])
          + (" ..." if len(few) > 15 else "") + ".") if few else "- Every type had at least 20 training entities.",
-        *([_weak_types(scores)] if _weak_types(scores) else []),
+        *([weak] if weak else []),
         "- Numbers are tagged one entity per number; a concept written in words is not.", "",
         "## How to reproduce", "",
         f"```\n{facts.get('command', '# not recorded: the model was trained outside this project')}\n"

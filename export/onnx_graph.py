@@ -104,8 +104,8 @@ def check_signature(path: Path) -> None:
     # Batch and sequence axes dynamic; the logits' label axis is the scope's width (served: not read).
     shapes_ok = all(len(shape) == rank and all(not isinstance(d, int) for d in shape[:2])
                     for (_, _, shape), rank in zip(inputs + outputs, (2, 2, 3, 2, 2)))
-    expected = [*((n, "tensor(int64)") for n in INPUTS), ("logits", "tensor(float)"), ("label_ids", "tensor(int64)"),
-                ("label_scores", "tensor(float)")]
+    expected = [*((n, "tensor(int64)") for n in INPUTS),
+                *zip(OUTPUTS, ("tensor(float)", "tensor(int64)", "tensor(float)"))]
     if [(n, t) for n, t, _ in inputs + outputs] != expected or not shapes_ok:
         raise ExportError(f"{path.name} has inputs {inputs} and outputs {outputs}; serving needs input_ids and "
                           "attention_mask int64 [batch, seq], logits float32 [batch, seq, labels], label_ids int64 "

@@ -15,18 +15,17 @@ The MLflow registry follows the verdict: alias `champion` on the served model's 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from finer.artifacts import MODEL_NAME, MissingArtifacts, latest_ensemble, versions
-from finer.labels import OUTSIDE, UNKNOWN, LabelScope, entity_type
+from finer.labels import UNKNOWN, LabelScope, types_of
 from finer.pipeline import TaggerConfig, load_tokenizer
 from finer.runtime import ort_logits, session
+from filings.finer_sample import FINER_DEV
 from export.source import ExportError
-
-FINER_DEV = "finer_dev"
-
 
 @dataclass
 class Model:
@@ -43,7 +42,12 @@ class Model:
                    TaggerConfig.load(folder))
 
     def types(self) -> list[str]:
-        return list(dict.fromkeys(entity_type(t) for t in self.config.labels if t != OUTSIDE))
+        return types_of(self.config.labels)
+
+    @cached_property
+    def logits(self):
+        """The graph in an ONNX Runtime session, loaded once for every set it is scored on."""
+        return ort_logits(session(self.onnx))
 
 
 @dataclass
@@ -108,14 +112,15 @@ def counts(model: Model, rows: list[dict], scope: LabelScope) -> np.ndarray:
     from evaluation.evaluate import predict, scored_pair
 
     known = set(scope.label_names) | {UNKNOWN}
-    pred = predict(ort_logits(session(model.onnx)), model.tokenizer, rows, model.config, desc=f"{model.name}")
+    pred = predict(model.logits, model.tokenizer, rows, model.config, desc=model.name)
     pairs = [scored_pair(r["ner_tags"], p, scope, known) for r, p in zip(rows, pred)]
     return entity_counts([g for g, _ in pairs], [p for _, p in pairs], scope.types)
 
 
 def _f1(c: np.ndarray) -> float:
-    tp, fp, fn = (c[..., i].sum() for i in range(3))
-    return float(2 * tp / max(1, 2 * tp + fp + fn))
+    from evaluation.confidence import f1_scores
+
+    return float(f1_scores(c.sum(axis=0))[0])
 
 
 def compare(candidate: Model, served_folder: Path, sets: dict[str, list[dict]]) -> Verdict:
@@ -127,9 +132,11 @@ def compare(candidate: Model, served_folder: Path, sets: dict[str, list[dict]]) 
     results, worse = {}, []
     for name, rows in sets.items():
         a, b = counts(served, rows, scope), counts(candidate, rows, scope)
-        parts = {FINER_DEV: [(FINER_DEV, np.arange(len(rows)))]}.get(name) or [
-            ("test_filtered", np.flatnonzero((a[..., [0, 2]].sum(axis=(1, 2)) > 0))),
-            ("test_unfiltered", np.arange(len(rows)))]
+        every = np.arange(len(rows))
+        if name == FINER_DEV:
+            parts = [(FINER_DEV, every)]
+        else:  # filtered: the sentences holding a gold entity of the shared scope (true positives + misses)
+            parts = [("test_filtered", np.flatnonzero(a[..., [0, 2]].sum(axis=(1, 2)) > 0)), ("test_unfiltered", every)]
         for label, idx in parts:
             point, lo, hi = (100 * x for x in paired_difference(a[idx], b[idx]))
             results[label] = {"sentences": int(len(idx)), "served_f1": round(_f1(a[idx]), 4),

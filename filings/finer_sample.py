@@ -31,6 +31,7 @@ from filings.sources import DataError, LoadReport
 QUESTION = re.compile(r'^\d+\. What is best tag for entity "(.*)" in sentence: "(.*)\?"$', re.M)
 # Parts of the file by sentence hash (out of 6): 2 dev, 1 validation, 3 train.
 PARTS = (("dev", 2), ("validation", 1), ("train", 3))
+FINER_DEV = "finer_dev"  # the name the dev part is scored under, beside the test split (evaluation, export)
 MAX_LABELS = 3  # the batches kept this many labelled tokens per sentence
 
 

@@ -43,9 +43,14 @@ def entity_type(tag: str) -> str:
     return tag[2:] if tag[:2] in ("B-", "I-") else ""
 
 
+def types_of(tags: Iterable[str]) -> list[str]:
+    """The entity types that tags name, in the order they first appear ('B-X', 'I-X' -> 'X'; 'O' dropped)."""
+    return [kind for kind in dict.fromkeys(entity_type(t) for t in tags) if kind]
+
+
 def finer_types() -> list[str]:
     """The 139 FiNER entity types, in the order they first appear in the label list."""
-    return list(dict.fromkeys(entity_type(t) for t in finer_label_names() if t != OUTSIDE))
+    return types_of(finer_label_names())
 
 
 class ScopeError(ValueError):

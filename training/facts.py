@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 FILE = "training.json"
@@ -48,7 +48,6 @@ def write(model_dir: Path, args, types: list[str], splits: dict[str, list[dict]]
         "base_model": args.model,
         "scope": args.scope,
         "options": options_changed(args),
-        "all_options": asdict(args),
         "command": command(args),
         "data": {"source": args.data, "finer_sample": args.finer_sample,
                  **{name: data_facts(rows) for name, rows in splits.items()}},
