@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Callable
 
-from server.triton import ENSEMBLE, LaunchError, TritonServer, http_call
+from server.triton import ENSEMBLE, LaunchError, TritonServer, http_call, wait_until
 
 log = logging.getLogger("finer.server")
 
@@ -39,6 +39,7 @@ FATAL = ("tritonserver exited", "is not healthy", "died")
 BACKOFF_S = (1.0, 30.0)  # first and longest pause before a restart
 STABLE_S = 60.0  # a server that stayed healthy this long starts again from the shortest backoff
 PULSE_S = 0.25  # how often the processes are looked at: a dead step is unready within about this
+STUB_GRACE_S = 0.25  # after a stub is seen dead: time for a dying tritonserver to be reaped first
 BUSY_S = 30.0  # a canary without an answer is forgiven while the server answered a request this recently
 
 
@@ -86,11 +87,16 @@ class Supervisor:
                 thread.join(timeout)
 
     def dead(self) -> str | None:
-        """tritonserver exited or a stub died: what the pulse looks for."""
+        """tritonserver exited or a stub died: what the pulse looks for. A killed process group takes
+        the stubs and tritonserver at once, and a stub may be seen gone before tritonserver is reaped:
+        a dead stub is named only once tritonserver has stayed up a moment longer."""
         process = self.triton.process
         if process is None or process.poll() is not None:
             return f"tritonserver exited (code {None if process is None else process.returncode})"
-        return self.triton.dead_stub()
+        stub = self.triton.dead_stub()
+        if stub and wait_until(lambda: process.poll() is not None, STUB_GRACE_S, 0.02) is not None:
+            return f"tritonserver exited (code {process.returncode})"
+        return stub
 
     def _beat(self) -> None:
         while not self._stopping.wait(PULSE_S):
