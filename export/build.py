@@ -16,7 +16,8 @@ special ids, window settings) and export.json (provenance and the figures below)
 3. onnxruntime.transformers' fusion (Attention, SkipLayerNorm, BiasGelu...), parity checked again;
    each position's best label and its probability are appended as outputs label_ids and
    label_scores [batch, seq] (what serving reads), checked against the graph's own logits.
-4. Optional `--quantize int8` (dynamic QInt8), gated on the validation entity micro-F1 (seqeval,
+4. Optional `--quantize int8` (QInt8 weights, activation scales fixed by calibration on validation
+   sentences, so an answer does not depend on what Triton batches it with), gated on the validation entity micro-F1 (seqeval,
    strict IOB2) of fp32 ONNX vs int8 ONNX: a drop over `--max-f1-drop` points fails the export
    (or, with `--on-f1-drop fp32`, writes the fp32 model instead).
 
@@ -45,8 +46,8 @@ from finer.pipeline import TaggerConfig, load_tokenizer, plain_tokenizer
 from finer.runtime import ort_logits, session
 from finer.serving import ServingSpec
 from finer.words import split_words
-from export.gates import (MAX_F1_DROP_POINTS, PARITY_TOLERANCE, SAMPLE_TEXTS, ParitySet, parity_gate,
-                          read_tokens, validation_f1)
+from export.gates import (MAX_F1_DROP_POINTS, PARITY_TOLERANCE, SAMPLE_TEXTS, ParitySet, calibration_feeds,
+                          parity_gate, read_tokens, validation_f1, validation_rows)
 from export.source import ExportError, load_classifier, locate_model, tagger_settings
 from export.onnx_graph import INPUTS, append_decision, check_signature, export_onnx, package_version
 from export.onnx_optimise import INT8_FP32_GROUPS, fp32_nodes, optimise, quantise
@@ -182,15 +183,18 @@ def build_int8(fp32: Fp32, staging: Path, validation: Path, per_channel: bool, e
             keep = fp32_nodes(fp32.path, fp32_groups)
         except ValueError as e:
             raise ExportError(f"--int8-fp32: {e}") from None
-        quant = quantise(fp32.path, int8, per_channel, embeddings, exclude=keep)
+        rows = validation_rows(validation)
+        quant = quantise(fp32.path, int8, per_channel, embeddings,
+                         calibration_feeds(rows, fp32.tokenizer, fp32.config), exclude=keep)
         quant["fp32_groups"] = list(fp32_groups)
         check_signature(int8)
         int8_sess = session(int8)
     with _timed(timings, "f1_gate_s"):
         # int8 is not held to the 1e-4 gate (the F1 gate decides); its drift is recorded.
         int8_parity = fp32.reference.check_graph(int8_sess)
-        gate = validation_f1(validation, fp32.tokenizer, fp32.config,
-                             {"fp32": ort_logits(session(fp32.path)), "int8": ort_logits(int8_sess)}, max_sentences)
+        gate = {"file": str(validation), **validation_f1(
+            rows, fp32.tokenizer, fp32.config,
+            {"fp32": ort_logits(session(fp32.path)), "int8": ort_logits(int8_sess)}, max_sentences)}
     # The drop's 95% interval from a paired bootstrap: the gate holds the point estimate to the
     # limit and reports the interval, so a user sees how sure the verdict is.
     delta, low, high = gate["int8_minus_fp32_points"]
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "to <repository>/<model>/.retired/<N>; restart Triton to serve the previous one.")
     p.add_argument("model", nargs="?", help="trained model folder, or MLflow URI models:/<name>/<version> or runs:/<run id>/model")
     p.add_argument("--repository", default="model_repository", help="Triton model repository root (default: %(default)s)")
-    p.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation, gated on validation F1")
+    p.add_argument("--quantize", choices=["int8"], help="int8 (activation scales calibrated on --validation), gated on validation F1")
     p.add_argument("--validation", help="FiNER-format jsonl (tokens, ner_tags) for the int8 F1 gate")
     p.add_argument("--max-validation-sentences", type=int, default=None, help="score only the first N validation sentences")
     p.add_argument("--max-f1-drop", type=float, default=MAX_F1_DROP_POINTS, help="allowed int8 entity micro-F1 drop in points (default: %(default)s)")

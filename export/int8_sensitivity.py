@@ -35,14 +35,15 @@ def changed_share(reference: list[list[str]], other: list[list[str]], documents:
 def study(model: str, validation: Path, sentences: int, scratch: Path) -> list[dict]:
     """One row per group: the group, its nodes, the share of candidate words whose tag changes, and F1."""
     from finer.labels import OUTSIDE
-    from filings.sources import load_splits
     from training.metrics import entity_scores
     from export.build import build_fp32
+    from export.gates import calibration_feeds, validation_rows
     from export.onnx_optimise import node_groups, quantise
 
     fp32 = build_fp32(model, scratch, tracking_uri="", max_length=None, stride=None, parity_data=None,
                       parity_sentences=16, timings={})
-    rows = [r for split in load_splits(validation).values() for r in split]
+    rows = validation_rows(validation)
+    feeds = calibration_feeds(rows, fp32.tokenizer, fp32.config)
     # Tagged sentences first (a stable sort keeps each group's order): one pass, not a list search per row.
     rows = sorted(rows, key=lambda r: all(t == OUTSIDE for t in r["ner_tags"]))[:sentences]
     known = set(fp32.config.labels)
@@ -61,7 +62,7 @@ def study(model: str, validation: Path, sentences: int, scratch: Path) -> list[d
                 "f1": entity_scores(gold, reference)["micro avg"]["f1-score"]}]
     for name, nodes in [("all", everything), *sorted(groups.items())]:
         path = scratch / f"int8-{name}.onnx"
-        quantise(fp32.path, path, per_channel=True, embeddings=False,
+        quantise(fp32.path, path, per_channel=True, embeddings=False, calibration=feeds,
                  exclude=[n for n in everything if n not in nodes])
         results.append(measure(name, path, nodes))
         print(f"  {name}: {results[-1]['changed']:.4f} of candidate words change, F1 {results[-1]['f1']:.4f}",

@@ -1,8 +1,9 @@
-"""Export stage 3, optimisation and quantisation: onnxruntime's fusions and dynamic int8."""
+"""Export stage 3, optimisation and quantisation: onnxruntime's fusions and static int8."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Iterable
 
 from finer.runtime import session
 from export.source import quiet
@@ -49,20 +50,81 @@ def optimise(src: Path, dst: Path, model_config) -> dict:
 INT8_FP32_GROUPS: tuple[str, ...] = ()
 
 
-def quantise(src: Path, dst: Path, per_channel: bool, embeddings: bool, exclude: list[str] | tuple = ()) -> dict:
-    """Dynamic int8: weights QInt8 offline, activations quantised per call (no calibration data needed);
-    the nodes named in `exclude` stay fp32."""
+def quantise(src: Path, dst: Path, per_channel: bool, embeddings: bool, calibration: Iterable[dict],
+             exclude: list[str] | tuple = ()) -> dict:
+    """Static int8: onnxruntime's dynamic-quantisation graph (QInt8 weights; QAttention and
+    MatMulInteger kernels), with each activation's scale and zero point fixed from `calibration`
+    (input feeds of real windows) instead of computed per call. A dynamic scale is computed over the
+    whole batch, so a window's answer would depend on the windows Triton batches it with; fixed, it
+    does not. The nodes named in `exclude` stay fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     ops = ["MatMul", "Attention"] + (["Gather", "EmbedLayerNormalization"] if embeddings else [])
+    dynamic = dst.with_name(dst.stem + "-dynamic.onnx")
     with quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+        quantize_dynamic(str(src), str(dynamic), weight_type=QuantType.QInt8, per_channel=per_channel,
                          op_types_to_quantize=ops, nodes_to_exclude=list(exclude),
                          # ONNX shape inference cannot type the outputs of fused contrib ops: they are float.
                          extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
-    return {"type": "dynamic int8 (onnxruntime quantize_dynamic, QInt8 weights)", "per_channel": per_channel,
+        windows = fix_activation_scales(dynamic, dst, calibration)
+    dynamic.unlink()
+    return {"type": "static int8 (onnxruntime quantize_dynamic's QInt8 weights and kernels; activation scales "
+                    "fixed by MinMax calibration, so an answer does not depend on its batch mates)",
+            "per_channel": per_channel, "calibration_windows": windows,
             "embeddings": "int8" if embeddings else "fp32", "op_types": ops, "fp32_nodes": list(exclude)}
+
+
+def fix_activation_scales(src: Path, dst: Path, calibration: Iterable[dict]) -> int:
+    """`src` with every DynamicQuantizeLinear replaced by a QuantizeLinear whose uint8 scale and zero
+    point come from the input's range over `calibration` (onnxruntime's MinMax calibrator), by
+    DynamicQuantizeLinear's own rule (the range widened to hold 0). Returns the windows calibrated on."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
+
+    model = onnx.load(str(src))
+    dynamic = [n for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]
+    # The calibrator reads only typed tensors; shape inference cannot type the fused ops' outputs.
+    typed = onnx.shape_inference.infer_shapes(model)
+    known = {v.name for v in (*typed.graph.value_info, *typed.graph.input, *typed.graph.output)}
+    typed.graph.value_info.extend(helper.make_tensor_value_info(n.input[0], TensorProto.FLOAT, None)
+                                  for n in dynamic if n.input[0] not in known)
+    typed_path, augmented = dst.with_name(dst.stem + "-typed.onnx"), dst.with_name(dst.stem + "-augmented.onnx")
+    onnx.save(typed, str(typed_path))
+    feeds = list(calibration)
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self):
+            self.left = iter(feeds)
+
+        def get_next(self):
+            return next(self.left, None)
+
+    calibrator = create_calibrator(str(typed_path), ["DynamicQuantizeLinear"], augmented_model_path=str(augmented),
+                                   calibrate_method=CalibrationMethod.MinMax)
+    calibrator.collect_data(Feeds())
+    ranges = calibrator.compute_data()
+    typed_path.unlink()
+    augmented.unlink(missing_ok=True)
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "DynamicQuantizeLinear":
+            nodes.append(node)
+            continue
+        low, high = (float(np.asarray(v).item()) for v in ranges[node.input[0]].range_value)
+        low, high = min(low, 0.0), max(high, 0.0)
+        scale = (high - low) / 255 or 1.0
+        zero = int(np.clip(round(-low / scale), 0, 255))
+        model.graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), node.output[1]),
+                                        numpy_helper.from_array(np.array(zero, np.uint8), node.output[2])])
+        nodes.append(helper.make_node("QuantizeLinear", [node.input[0], node.output[1], node.output[2]],
+                                      [node.output[0]], name=node.name))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(dst))
+    return sum(len(f["input_ids"]) for f in feeds)
 
 
 LAYER = re.compile(r"layer\.(\d+)/")

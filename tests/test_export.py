@@ -283,6 +283,28 @@ def test_int8_reports_both_f1_and_gates_on_the_drop(tiny, validation, tmp_path):
     assert version.name == "3" and info["precision"] == "fp32" and info["quantisation"]["gate"]["passed"] is False
 
 
+def test_int8_answers_do_not_depend_on_their_batch_mates(tiny, validation, tmp_path):
+    """A dynamic int8 scale is computed over the whole batch, so a document's answer would change with
+    the windows Triton batches it with; the export fixes the scales, and a document tagged alone and
+    among others (longer ones, padded to another length) gets the same tags and scores."""
+    import onnx
+
+    from finer.pipeline import Tagger
+
+    version = export_model(tiny, tmp_path, quantize="int8", validation=validation, max_f1_drop=100.0)
+    ops = {n.op_type for n in onnx.load(str(version / "model.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" not in ops and {"QuantizeLinear", "MatMulInteger"} <= ops
+    assert json.loads((version / "export.json").read_text())["quantisation"]["calibration_windows"] > 0
+    tagger = Tagger.from_version(version)
+    doc = [w.text for w in split_words(SENTENCE)]
+    loud = [w.text for w in split_words(" ".join(export_gates.SAMPLE_TEXTS))]  # several windows of 128
+    tags, scores = tagger.word_scores([doc])[0]
+    for mates, at in (([loud, doc], 1), ([doc, loud, doc[:5]], 0), ([doc] * 8, 5)):
+        among_tags, among_scores = tagger.word_scores(mates)[at]
+        assert among_tags == tags
+        np.testing.assert_allclose(among_scores, scores, rtol=0, atol=1e-6)
+
+
 def test_int8_keeps_the_named_node_groups_fp32(tiny, validation, tmp_path):
     import onnx
 
