@@ -91,19 +91,21 @@ def encode(tokenizer, documents: Sequence[Sequence[str]], config: TaggerConfig, 
     from `tokenize` when the caller already has them (e.g. to check sizes first).
 
     Word indices run on across documents, so one array covers the whole request.
-    A request with no words still yields one (empty) window: a zero-sized batch is not a tensor
-    every runtime accepts.
+    A window that predicts no word that may be an entity (`finer.words.may_be_entity`: decoding
+    gives those O whatever the model says) is left out: in a 10-K's narrative that is a third of
+    the windows. A request left with no window still yields one (empty) window: a zero-sized batch
+    is not a tensor every runtime accepts.
     """
     if encodings is None:
         encodings = tokenize(tokenizer, documents, config)
+    candidate = entity_words(documents)
     windows = []
     offset = 0
     for words, enc in zip(documents, encodings):
         token_words = [None if w is None else w + offset for w in enc.word_ids]
-        windows += make_windows(
-            enc.ids, token_words, cls_id=config.cls_id, sep_id=config.sep_id,
-            max_length=config.max_length, stride=config.stride,
-        )
+        windows += [w for w in make_windows(enc.ids, token_words, cls_id=config.cls_id, sep_id=config.sep_id,
+                                            max_length=config.max_length, stride=config.stride)
+                    if candidate[[t for t, owned in zip(w.token_words, w.owned) if owned]].any()]
         offset += len(words)
     if not windows:
         windows = make_windows([config.pad_id], [None], cls_id=config.cls_id, sep_id=config.sep_id,

@@ -62,3 +62,26 @@ def test_decision_reads_owned_positions_only_and_words_take_their_own():
     assert full_ids[0, 2] == 1 and full_scores[0, 2] > 0.99 and full_ids[0, 1] == 2
     best, prob = word_best(full_ids, full_scores, word_ids, n_words=2)
     assert best.tolist() == [2, 0] and np.isclose(prob[0], softmax.max()) and prob[1] == 1.0  # word 1: no sub-token
+
+
+def test_encode_leaves_out_the_windows_that_predict_no_candidate_word():
+    """Decoding gives every word that cannot be an entity O, so a window owning none of the others
+    is not sent to the model; every candidate word keeps its window."""
+    from tokenizers import Tokenizer, models
+
+    from finer.pipeline import TaggerConfig, encode
+    from finer.windows import window_count
+    from finer.words import may_be_entity
+
+    vocab = {w: i for i, w in enumerate(["[UNK]", "[CLS]", "[SEP]", "[PAD]", "the", "notes", "bear", "7.00", "%"])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    config = TaggerConfig(labels=["O"], cls_id=1, sep_id=2, pad_id=3, max_length=16, stride=4, buckets=[16])
+    prose = ["the", "notes", "bear"] * 20
+    doc = prose + ["7.00", "%"] + prose + ["7.00"]
+    enc = encode(tokenizer, [doc], config)
+    assert 2 <= len(enc.input_ids) < window_count(len(doc), max_length=16, stride=4)
+    owned = enc.word_ids[enc.word_ids >= 0]
+    assert {60, len(doc) - 1} <= set(owned.tolist())
+    assert all(any(may_be_entity(doc[w]) for w in row[row >= 0]) for row in enc.word_ids)
+    nothing = encode(tokenizer, [prose, prose], config)  # no candidate anywhere: one empty window
+    assert nothing.input_ids.shape[0] == 1 and (nothing.word_ids < 0).all() and nothing.n_words == 120
