@@ -8,7 +8,9 @@ Starts `python -m server` on the repository (its own process, free ports), then:
    reader's, `client.batch.passages`): 1, 10, 100 and 1,000 sentences as one text, and the whole
    filing. Small documents are tagged several times; each row gives seconds per call, sentences/s,
    words/s, entities, and the resident memory of this client and of the server after the row.
-2. `client.batch` (what `finer-tag --files` runs) on the first `--count` filings of `--filings`
+2. The whole filing tagged by 4 clients at once, each answer compared with the one it got alone
+   (a served answer must not depend on what Triton batches it with).
+3. `client.batch` (what `finer-tag --files` runs) on the first `--count` filings of `--filings`
    (sorted by path): time, filings/min, passages sent, entities, and the peak resident memory of
    the client and the server, sampled every 0.5 s.
 Writes `<out>/doc_cost.md` and `doc_cost.json`; `--benchmarks` also replaces the doc-cost section.
@@ -34,6 +36,7 @@ from loadtest.server_process import ServerExited, ServerProcess, rss_mb
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILING = ROOT.parent / "shared/data/ixbrl/filings/J/J_10-K_2023-09-29.htm.gz"
 SIZES = (1, 10, 100, 1000)
+USERS_AT_ONCE = 4
 MARKS = ("<!-- doc-cost:start -->", "<!-- doc-cost:end -->")
 
 
@@ -70,8 +73,9 @@ class Peak(threading.Thread):
         return self
 
 
-def by_length(client, sentences: list[str], server: ServerProcess) -> list[dict]:
-    """Rows of part 1: documents of growing length cut from `sentences`, each tagged as one text."""
+def by_length(client, sentences: list[str], server: ServerProcess) -> tuple[list[dict], list]:
+    """Rows of part 1: documents of growing length cut from `sentences`, each tagged as one text; and
+    the entities of the last, the whole document."""
     me = psutil.Process()
     rows = []
     sizes = [n for n in SIZES if n < len(sentences)] + [len(sentences)]
@@ -89,11 +93,33 @@ def by_length(client, sentences: list[str], server: ServerProcess) -> list[dict]
                      "words_per_s": words / seconds, "entities": len(entities),
                      "client_mib": mib(me), "server_mib": sum(server.rss_mb().values())})
         _log(f"  {n} sentences: {seconds:.3f} s per call, {n / seconds:.1f} sentences/s, {len(entities)} entities")
-    return rows
+    return rows, entities
+
+
+def among_others(url: str, text: str, alone: list, users: int = USERS_AT_ONCE) -> dict:
+    """Part 2: the whole document tagged by `users` clients at once (Triton batches their windows
+    together), each answer compared with the one it got alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from client import FinerClient
+
+    def tag(_):
+        with FinerClient(url, "grpc", timeout=600) as client:
+            return client.tag(text)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(users) as pool:
+        answers = list(pool.map(tag, range(users)))
+    seconds = time.perf_counter() - started
+    result = {"users": users, "seconds": seconds, "alone": len(alone), "entities": [len(a) for a in answers],
+              "identical": sum(a == alone for a in answers)}
+    _log(f"  {users} users at once: {result['entities']} entities, {result['identical']} of {users} identical "
+         f"to the document alone ({len(alone)})")
+    return result
 
 
 def batch_job(filings: list[Path], server: ServerProcess, scratch: Path) -> dict:
-    """Part 2: client.batch over `filings` (linked into one folder), as `finer-tag --files` runs it."""
+    """Part 3: client.batch over `filings` (linked into one folder), as `finer-tag --files` runs it."""
     from client.batch import Batch
     from client.replicas import Replicas
 
@@ -116,6 +142,13 @@ def batch_job(filings: list[Path], server: ServerProcess, scratch: Path) -> dict
         summary = batch.run(todo, progress)
     peak.stop()
     return {**summary.to_dict("1 server"), "client_peak_mib": peak.client, "server_peak_mib": peak.serving}
+
+
+def among_table(check: dict) -> str:
+    return ("| the whole document | entities alone | entities per user | identical to alone | seconds for all |\n"
+            "|---|---:|---:|---:|---:|\n"
+            f"| {check['users']} users at once | {check['alone']:,} | {', '.join(f'{n:,}' for n in check['entities'])} "
+            f"| {check['identical']} of {check['users']} | {check['seconds']:.1f} |")
 
 
 def length_table(rows: list[dict]) -> str:
@@ -175,7 +208,8 @@ def main(argv=None) -> int:
             info["triton"] = server.triton_version()
             _log(f"{a.filing.name}: {len(sentences)} sentences; served model: {version}")
             with FinerClient(server.grpc_url, "grpc", timeout=600) as client:
-                rows = by_length(client, sentences, server)
+                rows, alone = by_length(client, sentences, server)
+            check = among_others(server.grpc_url, " ".join(sentences), alone)
             job = None
             if filings:
                 _log(f"batch job over {len(filings)} filings ...")
@@ -189,10 +223,12 @@ def main(argv=None) -> int:
         f"({version} model, gRPC)",
         f"Machine: {describe_machine(info)}",
         length_table(rows),
+        among_table(check),
         batch_table(job) if job else "",
     ]))
     (out / "doc_cost.md").write_text(section + "\n")
-    (out / "doc_cost.json").write_text(json.dumps({"filing": str(a.filing), "by_length": rows, "batch": job,
+    (out / "doc_cost.json").write_text(json.dumps({"filing": str(a.filing), "by_length": rows, "among_others": check,
+                                                    "batch": job,
                                                     "machine": info}, indent=1, default=str))
     if a.benchmarks:
         update_benchmarks(a.benchmarks, section, MARKS)

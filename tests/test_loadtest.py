@@ -178,5 +178,9 @@ def test_doc_cost_tags_growing_documents_and_a_batch_of_filings(tiny_export, tmp
     assert [r["sentences"] for r in rows] == sorted(r["sentences"] for r in rows) and rows[0]["sentences"] == 1
     assert all(r["seconds_per_call"] > 0 and r["client_mib"] > 0 and r["server_mib"] > 100 for r in rows)
     assert raw["batch"]["tagged"] == 2 and raw["batch"]["server_peak_mib"] > 100
+    # the whole filing from 4 clients at once: each answer is the one it got alone
+    check = raw["among_others"]
+    assert check["users"] == 4 and check["entities"] == [rows[-1]["entities"]] * 4 and check["identical"] == 4
     text = doc.read_text()
     assert text.count("<!-- doc-cost:start -->") == 1 and "| document | words |" in text and "| filings | seconds |" in text
+    assert "| 4 users at once |" in text
