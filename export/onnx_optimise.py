@@ -77,46 +77,23 @@ def quantise(src: Path, dst: Path, per_channel: bool, embeddings: bool, calibrat
 
 def fix_activation_scales(src: Path, dst: Path, calibration: Iterable[dict]) -> int:
     """`src` with every DynamicQuantizeLinear replaced by a QuantizeLinear whose uint8 scale and zero
-    point come from the input's range over `calibration` (onnxruntime's MinMax calibrator), by
-    DynamicQuantizeLinear's own rule (the range widened to hold 0). Returns the windows calibrated on."""
+    point come from its input's range over `calibration`, by DynamicQuantizeLinear's own rule (the
+    range widened to hold 0). Returns the windows calibrated on."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
 
     model = onnx.load(str(src))
     dynamic = [n for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]
-    # The calibrator reads only typed tensors; shape inference cannot type the fused ops' outputs.
-    typed = onnx.shape_inference.infer_shapes(model)
-    known = {v.name for v in (*typed.graph.value_info, *typed.graph.input, *typed.graph.output)}
-    typed.graph.value_info.extend(helper.make_tensor_value_info(n.input[0], TensorProto.FLOAT, None)
-                                  for n in dynamic if n.input[0] not in known)
-    typed_path, augmented = dst.with_name(dst.stem + "-typed.onnx"), dst.with_name(dst.stem + "-augmented.onnx")
-    onnx.save(typed, str(typed_path))
-    feeds = list(calibration)
-
-    class Feeds(CalibrationDataReader):
-        def __init__(self):
-            self.left = iter(feeds)
-
-        def get_next(self):
-            return next(self.left, None)
-
-    calibrator = create_calibrator(str(typed_path), ["DynamicQuantizeLinear"], augmented_model_path=str(augmented),
-                                   calibrate_method=CalibrationMethod.MinMax)
-    calibrator.collect_data(Feeds())
-    ranges = calibrator.compute_data()
-    typed_path.unlink()
-    augmented.unlink(missing_ok=True)
+    low, high, windows = activation_ranges(model, [n.input[0] for n in dynamic], calibration, dst)
     nodes = []
     for node in model.graph.node:
         if node.op_type != "DynamicQuantizeLinear":
             nodes.append(node)
             continue
-        low, high = (float(np.asarray(v).item()) for v in ranges[node.input[0]].range_value)
-        low, high = min(low, 0.0), max(high, 0.0)
-        scale = (high - low) / 255 or 1.0
-        zero = int(np.clip(round(-low / scale), 0, 255))
+        lo, hi = min(low[node.input[0]], 0.0), max(high[node.input[0]], 0.0)
+        scale = (hi - lo) / 255 or 1.0
+        zero = int(np.clip(round(-lo / scale), 0, 255))
         model.graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), node.output[1]),
                                         numpy_helper.from_array(np.array(zero, np.uint8), node.output[2])])
         nodes.append(helper.make_node("QuantizeLinear", [node.input[0], node.output[1], node.output[2]],
@@ -124,7 +101,32 @@ def fix_activation_scales(src: Path, dst: Path, calibration: Iterable[dict]) -> 
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     onnx.save(model, str(dst))
-    return sum(len(f["input_ids"]) for f in feeds)
+    return windows
+
+
+def activation_ranges(model, names: list[str], calibration: Iterable[dict], scratch: Path):
+    """Min and max of each named [windows, length, features] activation over the attended positions of
+    `calibration`'s windows. Padding is left out: no real position reads it, and its outliers would
+    widen every scale (onnxruntime's calibrators take the whole tensor)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+    path = scratch.with_name(scratch.stem + "-probe.onnx")
+    onnx.save(probe, str(path))
+    sess = session(path)
+    low, high = dict.fromkeys(names, float("inf")), dict.fromkeys(names, float("-inf"))
+    windows = 0
+    for feed in calibration:
+        attended = feed["attention_mask"].astype(bool)
+        windows += len(attended)
+        for name, value in zip(names, sess.run(names, feed)):
+            value = value[attended]
+            low[name], high[name] = min(low[name], float(value.min())), max(high[name], float(value.max()))
+    path.unlink()
+    return low, high, windows
 
 
 LAYER = re.compile(r"layer\.(\d+)/")
