@@ -297,7 +297,8 @@ def publish(raw: dict, results: dict, out: Path, benchmarks: str | None) -> int:
     int8_info = next((i for i in raw["export"].values() if i["precision"] == "int8"), {})
     gate = (int8_info.get("quantisation") or {}).get("gate")
     # A randomly initialised model (--arch) has no accuracy to keep: its gate figures are not a target.
-    raw["targets"] = rep.targets(results, None if raw.get("arch") else gate, raw["machine"].get("rss_mib"))
+    raw["targets"] = rep.targets(results, None if raw.get("arch") else gate, raw["machine"].get("rss_mib"),
+                                 raw["machine"].get("stub_round_trip"))
     info, gold_scores = raw["machine"], raw["gold"]
     agreements = raw["agreement_vs_onnx_fp32"]
     section = "\n\n".join([

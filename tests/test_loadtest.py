@@ -65,6 +65,8 @@ def test_bench_smoke(tiny_export, dataset, tmp_path, capsys):
     rss = raw["machine"]["rss_mib"]
     assert set(rss) == {"fp32 2x1", "int8 2x1"} and all(len(v) == 2 and v[0][1] > 100 for v in rss.values())
     assert raw["machine"]["stub_round_trip"]["int8 2x1"]["server_ms"] > 0
+    noop = next(t for t in raw["targets"] if t["target"].startswith("a request that does nothing (int8 2x1)"))
+    assert noop["value"] == raw["machine"]["stub_round_trip"]["int8 2x1"]["client_ms"] and noop["threshold"] == 1.5
     assert "#### Server memory" in table and any(t["target"].startswith("server memory (int8 2x1)") for t in raw["targets"])
     # --render redoes the same tables from bench.json alone
     (out / "bench.md").unlink()
