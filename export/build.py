@@ -16,9 +16,9 @@ special ids, window settings) and export.json (provenance and the figures below)
 3. onnxruntime.transformers' fusion (Attention, SkipLayerNorm, BiasGelu...), parity checked again;
    each position's best label and its probability are appended as outputs label_ids and
    label_scores [batch, seq] (what serving reads), checked against the graph's own logits.
-4. Optional `--quantize int8` (QInt8 weights, activation scales fixed by calibration on validation
-   sentences, so an answer does not depend on what Triton batches it with), gated on the validation entity micro-F1 (seqeval,
-   strict IOB2) of fp32 ONNX vs int8 ONNX: a drop over `--max-f1-drop` points fails the export
+4. Optional `--quantize int8` (QInt8 weights; activation scales fixed from validation sentences, so
+   an answer does not depend on what Triton batches it with), gated on the validation entity
+   micro-F1 (seqeval, strict IOB2) of fp32 ONNX vs int8 ONNX: a drop over `--max-f1-drop` points fails the export
    (or, with `--on-f1-drop fp32`, writes the fp32 model instead).
 
 Versions (`export.repository`): version N is the whole ensemble, finer_model/<N> and each Python

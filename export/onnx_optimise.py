@@ -70,7 +70,7 @@ def quantise(src: Path, dst: Path, per_channel: bool, embeddings: bool, calibrat
         windows = fix_activation_scales(dynamic, dst, calibration)
     dynamic.unlink()
     return {"type": "static int8 (onnxruntime quantize_dynamic's QInt8 weights and kernels; activation scales "
-                    "fixed by MinMax calibration, so an answer does not depend on its batch mates)",
+                    "fixed from their ranges over calibration windows, so an answer does not depend on its batch mates)",
             "per_channel": per_channel, "calibration_windows": windows,
             "embeddings": "int8" if embeddings else "fp32", "op_types": ops, "fp32_nodes": list(exclude)}
 
@@ -81,7 +81,7 @@ def fix_activation_scales(src: Path, dst: Path, calibration: Iterable[dict]) -> 
     range widened to hold 0). Returns the windows calibrated on."""
     import numpy as np
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     model = onnx.load(str(src))
     dynamic = [n for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]
@@ -111,6 +111,8 @@ def activation_ranges(model, names: list[str], calibration: Iterable[dict], scra
     import onnx
     from onnx import TensorProto, helper
 
+    if not names:  # every quantisable node kept in fp32
+        return {}, {}, 0
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
