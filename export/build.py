@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repository", default="model_repository", help="Triton model repository root (default: %(default)s)")
     p.add_argument("--quantize", choices=["int8"], help="int8 (activation scales calibrated on --validation), gated on validation F1")
     p.add_argument("--validation", help="FiNER-format jsonl (tokens, ner_tags) for the int8 F1 gate")
-    p.add_argument("--max-validation-sentences", type=int, default=None, help="score only the first N validation sentences")
+    p.add_argument("--max-validation-sentences", type=int, default=None, help="score only the first N validation sentences that hold a number")
     p.add_argument("--max-f1-drop", type=float, default=MAX_F1_DROP_POINTS, help="allowed int8 entity micro-F1 drop in points (default: %(default)s)")
     p.add_argument("--on-f1-drop", choices=["fail", "fp32"], default="fail", help="when int8 loses more: fail (default) or write fp32 instead")
     p.add_argument("--also-fp32", action="store_true", help="with --quantize: also write the fp32 model, as the version before the int8 one")

@@ -19,8 +19,8 @@ from export.triton_configs import DEFAULT_REPOSITORY
 FILINGS_ENV = "FINER_FILINGS"
 SAMPLE_ENV = "FINER_SAMPLE"  # FiNER-139 question batches (filings/finer_sample.py); default: found beside the filings
 CACHE = Path(".cache")
-# The first start's int8 F1 gate scores this many validation sentences (in file order), not all:
-# the whole split costs ~4 min on 2 cores, a fifth of the first start.
+# The first start's int8 F1 gate scores this many validation sentences holding a number (in file
+# order, `export.gates.validation_rows`), not all: the whole split costs ~4 min on 2 cores.
 GATE_SENTENCES = 4000
 
 

@@ -121,13 +121,17 @@ class ParitySet:
 
 
 def validation_rows(path: Path) -> list[dict]:
-    """Every row of a FiNER-format file or corpus folder (all its splits); ExportError if unreadable."""
+    """The rows of a FiNER-format file or corpus folder (all its splits) that hold a word that may be an
+    entity; ExportError if unreadable. The others cannot change an entity F1 (decoding tags only those
+    words), so a gate of N sentences reads N that count: on the corpus's validation split every debt
+    entity is in these, and the first 4,000 of them hold 61 against 42 in its first 4,000 rows."""
     from filings.sources import DataError, load_splits
 
     try:
-        return [r for split in load_splits(path).values() for r in split]
+        rows = [r for split in load_splits(path).values() for r in split]
     except DataError as e:
         raise ExportError(f"--validation {e}") from None
+    return [r for r in rows if any(may_be_entity(t) for t in r["tokens"])]
 
 
 # Sentences whose windows fix int8's activation scales: half hold an entity of the model's labels,
@@ -138,10 +142,10 @@ CALIBRATION_SENTENCES = 512
 
 def calibration_feeds(rows: list[dict], tokenizer, config: TaggerConfig, sentences: int = CALIBRATION_SENTENCES,
                       seed: int = 0) -> list[dict]:
-    """Model inputs of a seeded sample of `rows`, 8 sentences per batch, windowed as served."""
+    """Model inputs of a seeded sample of `rows` (`validation_rows`), 8 sentences per batch, windowed as served."""
     known = set(config.labels) - {OUTSIDE}
     tagged = [r["tokens"] for r in rows if known & set(r["ner_tags"])]
-    numbers = [r["tokens"] for r in rows if not known & set(r["ner_tags"]) and any(may_be_entity(t) for t in r["tokens"])]
+    numbers = [r["tokens"] for r in rows if not known & set(r["ner_tags"])]
     rng = np.random.default_rng(seed)
     docs = [group[i] for group in (tagged, numbers)
             for i in rng.permutation(len(group))[: sentences // 2]]
