@@ -227,9 +227,8 @@ def main(argv=None) -> int:
         batch_table(job) if job else "",
     ]))
     (out / "doc_cost.md").write_text(section + "\n")
-    (out / "doc_cost.json").write_text(json.dumps({"filing": str(a.filing), "by_length": rows, "among_others": check,
-                                                    "batch": job,
-                                                    "machine": info}, indent=1, default=str))
+    raw = {"filing": str(a.filing), "by_length": rows, "among_others": check, "batch": job, "machine": info}
+    (out / "doc_cost.json").write_text(json.dumps(raw, indent=1, default=str))
     if a.benchmarks:
         update_benchmarks(a.benchmarks, section, MARKS)
     print(section)
