@@ -20,6 +20,7 @@ from typing import Sequence
 from finer.serving import ERROR_TOO_BIG, ServingSpec, has_code
 from finer.spans import Entity  # the one the server's decoder makes: offsets into the document given to tag()
 from finer.windows import window_count
+from finer.words import may_hold_entity
 
 from client.errors import InvalidInput, ServerError
 
@@ -121,13 +122,15 @@ def split_document(text: str, max_chars: int) -> list[tuple[int, str]]:
 
 
 def plan(documents: Sequence[str], limits: Limits) -> list[list[Piece]]:
-    """Requests (lists of pieces) within both limits. Empty documents are not sent.
+    """Requests (lists of pieces) within both limits. A piece without a word that may be an entity
+    (`finer.words.may_hold_entity`: no number or number word) is not sent: the server's decoder
+    would give all its words O, so it costs no round trip and no model run.
 
     The server pads every window of a request to the length bucket of its longest window, so pieces
     are packed shortest first: requests of short sentences stay short (answers are put back in
     document order by `assemble`)."""
-    pieces = [Piece(d, offset, part) for d, text in enumerate(documents) if text
-              for offset, part in split_document(text, limits.piece_chars)]
+    pieces = [Piece(d, offset, part) for d, text in enumerate(documents)
+              for offset, part in split_document(text, limits.piece_chars) if may_hold_entity(part)]
     pieces.sort(key=lambda p: len(p.text))
     requests, current, windows = [], [], 0
     for piece in pieces:

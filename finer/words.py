@@ -60,6 +60,11 @@ def may_be_entity(word: str) -> bool:
     return is_number(word) or word.lower() in NUMBER_WORDS or _NUMERIC_COMPOUND_RE.match(word) is not None
 
 
+def may_hold_entity(text: str) -> bool:
+    """Whether a word of `text` may be an entity; a text without one is all O, whatever the model says."""
+    return any(may_be_entity(m.group()) for m in _WORD_RE.finditer(text))
+
+
 # Numeric-shape pseudo-tokens (FiNER paper, Loukas et al. 2022): sub-word tokenisers cut `1,893.6`
 # into fragments whose first piece carries the label; a shape token keeps the number one token and
 # tells the model its form (a rate looks like X.XX, an amount like X,XXX.X) without its value.

@@ -11,8 +11,9 @@ Paths, each turning text into entities:
    served model gets (instances x threads) in one session;
 4. `served`: `python -m server` (front doors, supervisor, embedded Triton) as its own process on free
    ports, fp32 then int8, for each `--layouts` of finer_model (instances x ONNX Runtime threads), over
-   gRPC and HTTP at 1, 4 and 16 concurrent users, one sentence per request; the server's resident
-   memory is read after each load phase.
+   gRPC and HTTP at 1, 4 and 16 concurrent users, one sentence per `AsyncFinerClient.tag()` call (the
+   product's client, which sends no request for a text without a number); the server's resident memory is
+   read after each load phase.
 
 The model is exported (fp32 and int8, `export.build.export_model`, int8 F1 gate on the validation
 split) into a temporary copy of the model repository; the project's repository is not touched.
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 RESULT_FIELDS = ("path", "label", "precision", "calls", "protocol", "users", "batch", "seconds", "errors", "error", "server",
-                 "latencies_ms", "layout")
+                 "latencies_ms", "layout", "sent_ms")
 
 
 def results_from(raw: dict) -> dict:
@@ -285,7 +286,7 @@ def results_from(raw: dict) -> dict:
 
     out = {}
     for key, r in raw["results"].items():
-        out[key] = Result(key, **{f: r[f] for f in RESULT_FIELDS}, entities=[()] * len(r["entities_per_sentence"]))
+        out[key] = Result(key, **{f: r[f] for f in RESULT_FIELDS if f in r}, entities=[()] * len(r["entities_per_sentence"]))
     return out
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,11 @@ from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from finer.words import may_hold_entity
+
+from client import FinerError
+from client.aio import AsyncFinerClient
 
 Spans = frozenset  # of (start, end, label)
 
@@ -39,6 +43,7 @@ class Result:
     error: str = ""
     server: dict = field(default_factory=dict)  # per-model time from Triton's statistics
     layout: str = ""  # served: finer_model instances x ONNX Runtime threads, e.g. "1x2"
+    sent_ms: list[float] = field(default_factory=list)  # served: the calls that sent a request (a text with a number)
 
     @property
     def rate(self) -> float:
@@ -163,49 +168,34 @@ class Floor:
 # ------------------------------------------------------------------ served: the Triton ensemble
 
 
-def _infer_input(module, text: str):
-    tensor = module.InferInput("TEXT", [1], "BYTES")
-    tensor.set_data_from_numpy(np.array([text.encode("utf-8")], dtype=np.object_))
-    return tensor
-
-
-def _aio_client(protocol: str, server):
-    if protocol == "grpc":
-        import tritonclient.grpc.aio as module
-
-        return module, module.InferenceServerClient(server.grpc_url)
-    import tritonclient.http.aio as module
-
-    return module, module.InferenceServerClient(f"{server.http_address}:{server.http_port}")
-
-
-async def _drive(server, protocol: str, texts: list[str], users: int, model: str, bar) -> tuple[float, list, list, list]:
-    """`users` concurrent closed-loop users, each sending one text per request until all are sent."""
+async def _drive(server, protocol: str, texts: list[str], users: int, model: str, bar) -> tuple[float, list, list, list, list]:
+    """`users` concurrent closed-loop users, each tagging one text per `AsyncFinerClient.tag()` call (the
+    product's client: a text without a number costs it no request) until all are tagged."""
     queue = itertools.count()
     entities: list = [None] * len(texts)
     latencies: list = []
+    sent: list = []
     errors: list[str] = []
 
     async def user():
-        module, client = _aio_client(protocol, server)
-        output = [module.InferRequestedOutput("ENTITIES")]
-        try:
+        url = server.grpc_url if protocol == "grpc" else f"{server.http_address}:{server.http_port}"
+        async with AsyncFinerClient(url, protocol, model=model, timeout=120) as client:
+            await client.limits()  # the one config call a long-lived client makes
             while (i := next(queue)) < len(texts):
                 t0 = time.perf_counter()
                 try:
-                    reply = await client.infer(model, [_infer_input(module, texts[i])], outputs=output)
-                    entities[i] = spans_of(json.loads(reply.as_numpy("ENTITIES")[0]))
-                except Exception as e:  # noqa: BLE001 - counted and reported, the run goes on
-                    errors.append(f"{type(e).__name__}: {getattr(e, 'message', lambda: str(e))() or e}"[:200])
+                    entities[i] = spans_of(await client.tag(texts[i]))
+                except FinerError as e:  # counted and reported, the run goes on
+                    errors.append(f"{type(e).__name__}: {e}"[:200])
                     entities[i] = frozenset()
                 latencies.append((time.perf_counter() - t0) * 1000)
+                if may_hold_entity(texts[i]):
+                    sent.append(latencies[-1])
                 bar.update()
-        finally:
-            await client.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(user() for _ in range(users)))
-    return time.perf_counter() - started, entities, latencies, errors
+    return time.perf_counter() - started, entities, latencies, sent, errors
 
 
 def model_stats(server) -> dict:
@@ -245,18 +235,18 @@ def stats_delta(before: dict, after: dict) -> dict:
 
 def served(server, precision: str, protocol: str, users: int, texts: list[str], warmup: int, model: str = "finer",
            layout: str = "", layout_in_key: bool = False) -> Result:
-    """The ensemble over `protocol` at `users` concurrent users, one sentence per request; `layout` (instances x
+    """The ensemble over `protocol` at `users` concurrent users, one sentence per tag() call; `layout` (instances x
     threads of finer_model) is shown in the label, and in the key too when a bench compares layouts."""
     if warmup:
         asyncio.run(_drive(server, protocol, texts[:warmup], min(users, warmup), model, tqdm(disable=True)))
     before = model_stats(server)
     label = f"Triton {precision}, {protocol}, {users} user{'s' if users > 1 else ''}" + (f", {layout}" if layout else "")
     with tqdm(total=len(texts), desc=label, unit="sent", leave=False) as bar:
-        seconds, entities, latencies, errors = asyncio.run(_drive(server, protocol, texts, users, model, bar))
+        seconds, entities, latencies, sent, errors = asyncio.run(_drive(server, protocol, texts, users, model, bar))
     result = Result(f"served-{precision}-{protocol}-{users}" + (f"-{layout}" if layout_in_key else ""), "served", label, precision,
-                    f"{users} user{'s' if users > 1 else ''}, 1 sentence per request", protocol, users=users,
+                    f"{users} user{'s' if users > 1 else ''}, 1 sentence per tag() call", protocol, users=users,
                     seconds=seconds, latencies_ms=latencies, entities=entities, errors=len(errors),
-                    error=errors[0] if errors else "", layout=layout)
+                    error=errors[0] if errors else "", layout=layout, sent_ms=sent)
     result.server = stats_delta(before, model_stats(server))
     return result
 

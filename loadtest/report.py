@@ -110,7 +110,7 @@ def agreement_table(results: dict[str, Result], agreements: dict[str, dict], sam
 
 def profile_table(results: dict[str, Result]) -> str:
     """Where a served request's time goes, from Triton's own statistics (mean ms per request)."""
-    lines = ["| served | client mean ms | ensemble (server) ms | preprocess ms | model queue ms | model compute ms "
+    lines = ["| served | client mean ms per request | ensemble (server) ms | preprocess ms | model queue ms | model compute ms "
              "| windows per model run | postprocess ms | outside the server ms |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results.values():
@@ -118,7 +118,8 @@ def profile_table(results: dict[str, Result]) -> str:
             continue
         s = r.server
         ens, pre, mod, post = (s.get(n, {}) for n in ("finer", "finer_preprocess", "finer_model", "finer_postprocess"))
-        mean = sum(r.latencies_ms) / len(r.latencies_ms) if r.latencies_ms else float("nan")
+        sent = r.sent_ms or r.latencies_ms  # a text without a number sends no request
+        mean = sum(sent) / len(sent) if sent else float("nan")
         lines.append(f"| {r.label.removeprefix('Triton ')} | {_fmt(mean, 2)} "
                      f"| {_fmt(ens.get('total_ms'), 2)} | {_fmt(pre.get('total_ms'), 2)} | {_fmt(mod.get('queue_ms'), 2)} "
                      f"| {_fmt(mod.get('compute_ms'), 2)} | {_fmt(mod.get('windows_per_execution'), 2)} "

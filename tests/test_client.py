@@ -113,12 +113,12 @@ def test_window_settings_come_from_the_server_config():
 
 def test_plan_respects_both_limits():
     limits = planner.Limits(max_documents=8, max_windows=10)
-    docs = ["short"] * 20 + [words(300)] * 5 + ["", paragraphs(50_000)]
+    docs = ["short 1"] * 20 + [words(300)] * 5 + ["", paragraphs(50_000), "Words without any number (none)."]
     requests = planner.plan(docs, limits)
     assert all(len(r) <= 8 and sum(limits.windows(p.text) for p in r) <= 10 for r in requests)
     pieces = [p for r in requests for p in r]
     assert [len(p.text) for p in pieces] == sorted(len(p.text) for p in pieces), "short ones together: less padding"
-    assert {p.document for p in pieces} == set(range(len(docs))) - {25}, "empty documents are not sent"
+    assert {p.document for p in pieces} == set(range(len(docs))) - {25, 27}, "nothing to tag: not sent"
     long_doc = sorted((p for p in pieces if p.document == 26), key=lambda p: p.offset)
     assert len(long_doc) > 1 and "".join(p.text for p in long_doc) == docs[26]
 
@@ -142,6 +142,25 @@ def test_batch_keeps_order_and_offsets(client, served):
     assert len(found) == len(texts)
     for got, want, text in zip(found, expected, texts):
         assert_matches(got, want, text)
+
+
+def test_text_without_a_number_costs_no_request(served):
+    """Its words are all O whatever the model says (`finer.words.may_hold_entity`), so it is not sent."""
+    import tritonclient.grpc as grpcclient
+
+    def requests() -> int:
+        with grpcclient.InferenceServerClient(served.server.grpc_url) as triton:
+            return int(triton.get_inference_statistics("finer").model_stats[0].inference_count)
+
+    with FinerClient(served.server.grpc_url) as client:
+        client.limits()
+        before = requests()
+        assert client.tag(["The Notes are senior unsecured obligations.", "U.S. GAAP (the 10-K's notes)"]) == [[], []]
+        assert requests() == before
+        texts = ["No rate was set.", SENTENCES[0], "The Company's notes."]  # 'No' may be an entity (zero)
+        for got, want, text in zip(client.tag(texts), served.reference(texts), texts):
+            assert_matches(got, want, text)
+        assert requests() == before + 1, "the two documents with a candidate word, in one request"
 
 
 def test_long_document_is_split_and_offsets_shifted_back(client, served):
@@ -359,7 +378,7 @@ def test_async_client(served, protocol):
 def test_async_errors_are_typed(served, protocol):
     async def run(address, **kw):
         async with AsyncFinerClient(address, protocol, **kw) as client:
-            return await client.health(), await client.tag("x")
+            return await client.health(), await client.tag("x 1")
 
     started = time.monotonic()
     with pytest.raises(ServerUnreachable):
