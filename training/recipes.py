@@ -37,7 +37,7 @@ RECIPES = {
                          "--epochs", "1", "--max_steps", "1500", "--negative_ratio", "1", "--score_test", "filtered",
                          "--time_budget_minutes", "60"]),
     "offline": Recipe(
-        ["--model", f"{DAPT_DIR}/model", "--scope", "all", "--learning_rate", "2e-4", "--epochs", "3",
+        ["--model", f"{DAPT_DIR}/model", "--scope", "all", "--learning_rate", "2e-4", "--epochs", "5",
          "--negative_ratio", "0.5", "--numeric_o_weight", "0.3", "--report_scope", "debt",
          "--early_stopping_patience", "4", "--evals_per_epoch", "2", "--eval_batch_size", "64",
          "--time_budget_minutes", "180"],
