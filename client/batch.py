@@ -122,7 +122,7 @@ def output_of(path: Path, folder: Path, out: Path) -> Path:
 def candidates(path: Path) -> list[tuple[str, bool]]:
     """The passages to tag, each with whether it holds a word an entity can sit on
     (`finer.words.may_be_entity`); FilingError (filings.ixbrl's) when there is none to read."""
-    from finer.words import may_be_entity, split_words
+    from finer.words import may_be_entity, may_hold_entity
     from filings.ixbrl import FilingError, read_filing
 
     if path.suffix.lower() != TEXT_SUFFIX:
@@ -136,7 +136,7 @@ def candidates(path: Path) -> list[tuple[str, bool]]:
     except OSError as e:
         raise FilingError(f"unreadable: {e.strerror}") from None
     paragraphs = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
-    return [(p, any(may_be_entity(w.text) for w in split_words(p))) for p in paragraphs]
+    return [(p, may_hold_entity(p)) for p in paragraphs]
 
 
 def passages(path: Path) -> list[str]:
