@@ -122,7 +122,7 @@ overload: setup  ## CLIENTS (e.g. 10,50) clients x 32 kB documents for SECONDS e
 
 # ARCH=distilbert-base|bert-base: a randomly initialised classifier of the product default's size instead of $(RUN)/model.
 ARCH ?=
-LAYOUTS ?= 1x2,2x1
+LAYOUTS ?= 2x1,2x2
 bench: setup  ## HF pipeline vs optimum vs ONNX floor vs Triton on the same sentences; updates BENCHMARKS.md (ARCH=distilbert-base)
 	$(PY) -m loadtest.bench $(if $(ARCH),--arch $(ARCH) --validation-sentences 2000,--model $(RUN)/model) --sentences 512 \
 		--layouts $(LAYOUTS) --benchmarks BENCHMARKS.md $(ARGS)

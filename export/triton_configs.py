@@ -17,8 +17,9 @@ Why the values are what they are:
   equal shapes, hence windows padded to buckets and one warm-up per bucket. On 2 CPU cores
   batching gains ~1.1-1.2x and requests queue behind the running batch anyway, so the batcher
   barely waits (100 us; 1000 us gave a lone request ~1 ms of queue time). Two single-threaded
-  instances (the spec's CPU layout) keep both cores busy under load, where one instance of two
-  threads loses time to its threads waiting on each other (BENCHMARKS.md, `--layouts`).
+  instances (the spec's CPU layout) keep both cores busy under load; two-threaded ones serve one
+  user faster and many users slower (BENCHMARKS.md, `--layouts`). Idle ONNX Runtime threads sleep
+  (`session.intra_op.allow_spinning`), honoured by the embedded server's backend only.
 - A GPU gains a lot from batching: two instances (copies overlap compute), a longer wait.
 - The Python steps run once per request (max_batch_size 0) on the CPU, one instance each.
 """
@@ -112,7 +113,8 @@ def model(spec: ServingSpec):
                                                        count=spec.model_instances)])
     else:
         c.instance_group.extend([_cpu(mc, spec.model_instances)])
-        _params(c, intra_op_thread_count=spec.intra_op_threads, inter_op_thread_count=spec.inter_op_threads)
+        _params(c, intra_op_thread_count=spec.intra_op_threads, inter_op_thread_count=spec.inter_op_threads,
+                **{"session.intra_op.allow_spinning": int(spec.spinning)})
     for length in spec.buckets:
         warm = c.model_warmup.add(name=f"bucket_{length}", batch_size=1)
         for name in ("input_ids", "attention_mask"):

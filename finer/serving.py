@@ -57,13 +57,17 @@ class ServingSpec:
     max_documents: int = 64  # documents per request
     max_windows: int = 64  # windows per request = finer_model's max_batch_size
     device: str = "cpu"  # where finer_model runs: cpu | gpu (the Python steps run on the CPU)
-    # CPU: two single-threaded instances serve 1.1-1.6x the sentences/s of one two-threaded instance
-    # at 4-16 users (MiniLM and DistilBERT sizes); one user alone waits longer: 10-25% in int8, 25-40%
-    # in fp32 (`make bench`, BENCHMARKS.md). A server is for many users; int8 is what it serves.
+    # CPU: two single-threaded instances serve 6-16% more sentences/s at 16 users than two instances
+    # of two threads, whose one user waits less (p95 1.1-1.3x the in-process floor against 1.5-1.9x)
+    # (`make bench`, BENCHMARKS.md). A server is for many users; int8 is what it serves.
     model_instances: int = 2  # finer_model instances
     step_instances: int = 1  # instances of each Python step
     intra_op_threads: int = 1  # ONNX Runtime threads per operator, per instance (CPU)
     inter_op_threads: int = 1
+    # Idle intra-op threads that spin hold a core the Python steps and the other instance need
+    # (2x2 on 2 cores: 0.6-0.8x the sentences/s and twice the one-user p95 with spinning). The
+    # embedded server's backend honours it; the official container's native backend ignores it.
+    spinning: bool = False
     queue_delay_us: int = 100  # dynamic batcher wait for batch mates
 
     def __post_init__(self):

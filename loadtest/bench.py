@@ -74,7 +74,7 @@ def parse_layout(text: str) -> tuple[int, int]:
     return instances, threads
 
 
-def apply_layout(repository: Path, layout: str) -> None:
+def apply_layout(repository: Path, layout: str, spinning: bool = False) -> None:
     """Regenerate the repository's configs for `layout` of finer_model, windows as exported."""
     from dataclasses import replace
 
@@ -85,7 +85,7 @@ def apply_layout(repository: Path, layout: str) -> None:
     instances, threads = parse_layout(layout)
     exported = TaggerConfig.load(repository / "finer_model" / "1")
     spec = ServingSpec(max_length=exported.max_length, stride=exported.stride)
-    write_configs(repository, replace(spec, model_instances=instances, intra_op_threads=threads))
+    write_configs(repository, replace(spec, model_instances=instances, intra_op_threads=threads, spinning=spinning))
 
 
 def export_both(model: Path, repository: Path, scratch: Path, validation: Path, max_validation: int | None) -> tuple[dict, dict]:
@@ -139,7 +139,7 @@ def measure_all(a, model: Path, texts: list[str], repos: dict, threads: tuple[in
     info["rss_mib"] = {}
     for precision in PRECISIONS:
         for layout in a.layouts:
-            apply_layout(repos[precision], layout)
+            apply_layout(repos[precision], layout, a.spinning)
             _log(f"starting the server on the {precision} repository, finer_model {layout} (instances x threads) ...")
             try:
                 with ServerProcess(repos[precision], out / f"triton-{precision}-{layout}.log") as server:
@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocols", default="grpc,http", help="served protocols (default: %(default)s)")
     p.add_argument("--layouts", default=None,
                    help="finer_model layouts to serve, INSTANCESxTHREADS each, e.g. 1x2,2x1 (default: the repository's)")
+    p.add_argument("--spinning", action="store_true",
+                   help="let finer_model's idle ONNX Runtime threads spin, as the official container's backend does")
     p.add_argument("--aggregation", default="simple", help="the HF pipelines' aggregation_strategy (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=8, help="untimed calls per path before measuring (default: %(default)s)")
     p.add_argument("--repository", default=str(ROOT / "model_repository"), help="model repository to copy (default: the project's)")
@@ -263,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
              f"words per sentence median {words[len(words) // 2]}, max {words[-1]}; {sum(map(len, reference))} entities "
              f"by ONNX fp32), {(time.time() - started) / 60:.1f} min")
     raw = {"title": title, "model": str(model), "arch": a.arch, "sentences": len(texts), "corpus": str(test),
-           "aggregation": a.aggregation, "tagged_share": a.tagged_share, "number_shapes": bool(exported.get("number_shapes")),
+           "aggregation": a.aggregation, "tagged_share": a.tagged_share, "spinning": a.spinning, "number_shapes": bool(exported.get("number_shapes")),
            "machine": info, "export": export_report,
            "agreement_vs_onnx_fp32": {k: agreement(r.entities, reference) for k, r in results.items()},
            "agreement_vs_floor_same_precision": {k: agreement(r.entities, results[f"onnx-{r.precision}-b1"].entities)
@@ -309,7 +311,8 @@ def publish(raw: dict, results: dict, out: Path, benchmarks: str | None) -> int:
         "Latency is per call: one sentence, except `batch 8` rows (eight sentences). Ratios compare sentences/s; "
         "the floor is ONNX Runtime in process at the same precision, with every thread the served model gets. "
         "Agreement: entities as (start, end, label) per sentence against ONNX Runtime fp32, one sentence per call. "
-        "Served rows name finer_model's layout: instances x ONNX Runtime threads each.",
+        "Served rows name finer_model's layout: instances x ONNX Runtime threads each; idle threads "
+        + ("spin, as in the official container." if raw.get("spinning") else "sleep (`session.intra_op.allow_spinning=0`)."),
         "#### Targets (set for a 2-core machine)",
         rep.targets_table(raw["targets"]),
         "#### Agreement and accuracy",

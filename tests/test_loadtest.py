@@ -82,6 +82,10 @@ def test_bench_layouts_regenerate_the_model_config(tiny_export, tmp_path):
     assert model_layout(repository)[:2] == (2, 1) and floor_threads(repository) == (2, 1)  # the spec's default
     apply_layout(repository, "1x2")
     assert model_layout(repository) == (1, 2, 1)
+    assert 'key: "session.intra_op.allow_spinning"\n  value {\n    string_value: "0"' in \
+        (repository / "finer_model" / "config.pbtxt").read_text()  # idle threads sleep unless --spinning
+    apply_layout(repository, "1x2", spinning=True)
+    assert 'string_value: "1"' in (repository / "finer_model" / "config.pbtxt").read_text().split("allow_spinning")[1]
     assert floor_threads(repository) == (2, 1)  # the floor still gets every thread the server's model gets
     for bad in ("2", "0x1", "twoxone"):
         with pytest.raises(BenchError, match="--layouts"):

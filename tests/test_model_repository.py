@@ -5,12 +5,13 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from conftest import ROOT
 from finer import artifacts
 from finer.pipeline import TaggerConfig
+from finer.runtime import triton_options
 from finer.serving import ServingSpec
 from finer.windows import make_windows, window_count
 
@@ -108,6 +109,10 @@ def test_onnx_model_config():
     assert [(g.kind, g.count) for g in config.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, spec.model_instances)]
     assert params(config)["intra_op_thread_count"] == str(spec.intra_op_threads)
     assert {"intra_op_thread_count", "inter_op_thread_count"} <= set(params(config))
+    # the session the embedded server's backend builds from it: threads as set, idle threads sleep
+    options = triton_options(json_format.MessageToDict(config, preserving_proto_field_name=True))
+    assert options.intra_op_num_threads == spec.intra_op_threads
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spec.spinning)) == "0"
     default_buckets = next(f for f in fields(TaggerConfig) if f.name == "buckets").default_factory()
     warmed = sorted(w.inputs["input_ids"].dims[0] for w in config.model_warmup)
     assert warmed == sorted(default_buckets)

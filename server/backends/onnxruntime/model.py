@@ -4,7 +4,8 @@ The pytriton wheel's Triton has no native ONNX Runtime backend. Placed at
 `<backend-directory>/onnxruntime/model.py`, this file makes every `backend: "onnxruntime"` model run
 through the Python backend with onnxruntime's Python API, reading the config.pbtxt settings the
 native backend reads (`intra_op_thread_count`, `inter_op_thread_count`, `execution_mode`,
-`optimization { graph { level } }`, `default_model_filename`). The official container ignores this
+`optimization { graph { level } }`, `default_model_filename`) and every `session.*` parameter
+(`finer.runtime.triton_options`). The official container ignores this
 file and serves the same repository with its native backend. To fail where that one fails, loading
 checks config.pbtxt against model.onnx with the native rules: every config tensor must be in the
 model, inputs may be looser than the model, outputs must match exactly; model outputs the config
@@ -22,19 +23,10 @@ import re
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from finer.runtime import session
+from finer.runtime import session, triton_options
 from finer.serving import ERROR_BAD_INPUT, coded
-
-# Triton's ORT backend: unset/0 = all optimisations, -1 = basic, 1 = extended, 2 = none.
-GRAPH_LEVELS = {
-    0: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    -1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    2: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-}
 
 TRITON_TYPES = {
     "tensor(bool)": "TYPE_BOOL", "tensor(uint8)": "TYPE_UINT8", "tensor(int8)": "TYPE_INT8",
@@ -69,18 +61,6 @@ def check_tensors(kind: str, declared: list[dict], actual: list, batched: bool, 
             raise pb_utils.TritonModelException(
                 f"model.onnx {kind} '{name}' has shape {model} but config.pbtxt gives {dims}"
                 + (" (outputs must match exactly, as in Triton's ONNX Runtime backend)" if exact else ""))
-
-
-def session_options(config: dict) -> ort.SessionOptions:
-    params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(params.get("intra_op_thread_count", 0))
-    options.inter_op_num_threads = int(params.get("inter_op_thread_count", 0))
-    if params.get("execution_mode", "0") == "1":
-        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-    level = int(config.get("optimization", {}).get("graph", {}).get("level", 0))
-    options.graph_optimization_level = GRAPH_LEVELS[level]
-    return options
 
 
 INT32_MAX = np.iinfo(np.int32).max
@@ -122,7 +102,7 @@ class TritonPythonModel:
         path = Path(args["model_repository"]) / args["model_version"] / filename
         if not path.is_file():
             raise pb_utils.TritonModelException(f"{path} not found: run `make export`")
-        self.session = session(path, options=session_options(config))
+        self.session = session(path, options=triton_options(config))
         self.batched = int(config.get("max_batch_size", 0)) > 0
         check_tensors("input", config["input"], self.session.get_inputs(), self.batched, exact=False)
         check_tensors("output", config["output"], self.session.get_outputs(), self.batched, exact=True)
