@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from finer.labels import UNKNOWN, LabelScope, entity_type, types_of
+from finer.labels import DEBT_TYPES, UNKNOWN, LabelScope, entity_type, types_of
 from finer.pipeline import CONFIG_FILE, LogitsFn, Tagger, TaggerConfig, plain_tokenizer
 from finer.spans import drop_below
 from finer.words import may_be_entity
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="hub", help="'hub' (FiNER-139) or a FiNER-format folder/zip/jsonl")
     p.add_argument("--split", default="test")
     p.add_argument("--scope", default=None, help="label scope; default: the model's labels")
-    p.add_argument("--report-scope", default=None, help="also score this narrower scope, e.g. 'debt' for an all-tags model")
+    p.add_argument("--report-scope", default=None, help="also score this narrower scope (default: 'debt' for a model wider than the debt tags)")
     p.add_argument("--finer-sample", default="", help="FiNER question-batch file: its dev part is scored too")
     p.add_argument("--filtered-only", action="store_true", help="score only the sentences holding a tag of the scope (minutes instead of a quarter hour)")
     p.add_argument("--mlflow", action="store_true", help="log the scores into the model's MLflow run (from its mlflow.json)")
@@ -309,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
             if not record.is_file():
                 raise DataError(f"--mlflow: {record} not found (the model was not trained with MLflow tracking)")
             run_id = json.loads(record.read_text())["run_id"]
-        report_scope = LabelScope.parse(a.report_scope) if a.report_scope else None
+        # a model wider than the debt tags is also scored as the debt view, the view the first start serves
+        report = a.report_scope or ("debt" if set(DEBT_TYPES) < set(scope.types) else "")
+        report_scope = LabelScope.parse(report) if report else None
         logits, plain = torch_logits(model), plain_tokenizer(tokenizer.backend_tokenizer)
         if a.filtered_only:
             rows = [r for r in rows if scope.covers(r["ner_tags"])]

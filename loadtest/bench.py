@@ -312,7 +312,8 @@ def publish(raw: dict, results: dict, out: Path, benchmarks: str | None) -> int:
         "the floor is ONNX Runtime in process at the same precision, with every thread the served model gets. "
         "Agreement: entities as (start, end, label) per sentence against ONNX Runtime fp32, one sentence per call. "
         "Served rows name finer_model's layout: instances x ONNX Runtime threads each; idle threads "
-        + ("spin, as in the official container." if raw.get("spinning") else "sleep (`session.intra_op.allow_spinning=0`)."),
+        # a bench.json from before the setting existed was measured with spinning threads
+        + ("spin, as in the official container." if raw.get("spinning", True) else "sleep (`session.intra_op.allow_spinning=0`)."),
         "#### Targets (set for a 2-core machine)",
         rep.targets_table(raw["targets"]),
         "#### Agreement and accuracy",

@@ -79,6 +79,18 @@ def test_evaluate_cli_matches_training_report(trained, capsys):
     assert "micro avg" in capsys.readouterr().out
 
 
+def test_evaluate_reads_the_debt_view_of_a_wider_scope(trained):
+    root, _ = trained
+    out = root / "eval-all"
+    assert evaluate.main([str(root / "run" / "model"), "--data", str(root / "data"), "--scope", "all", "--out", str(out)]) == 0
+    results = json.loads((out / "evaluation.json").read_text())
+    debt = results["debt_unfiltered"]["report"]  # the debt view, without asking for it
+    assert debt[CAPACITY]["support"] == 8
+    # the model knows only debt labels, so its all-types score is its debt view's
+    assert debt["micro avg"] == results["unfiltered"]["report"]["micro avg"]
+    assert "debt_unfiltered" not in json.loads((root / "run" / "evaluation" / "evaluation.json").read_text())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--data", "/nonexistent/finer"], "no such file or folder"),
     (["--scope", "NotAType"], "unknown FiNER type"),
