@@ -104,6 +104,15 @@ def test_weighted_loss_equals_plain_loss_at_weight_one_and_moves_with_the_weight
     assert loss(1.0 + 1e-9) == pytest.approx(reference, rel=1e-5)
     assert loss(0.1) != pytest.approx(reference, rel=1e-3)
 
+    # --label_smoothing reaches the weighted loss as the Trainer's label_smoothing_factor
+    trainer.args.label_smoothing_factor = 0.1
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in plain.items() if k != "labels"}).logits
+    smoothed = torch.nn.functional.cross_entropy(logits.flatten(0, 1), plain["labels"].flatten(),
+                                                 ignore_index=IGNORE, label_smoothing=0.1)
+    assert loss(1.0 + 1e-9) == pytest.approx(float(smoothed), rel=1e-5)
+    assert float(smoothed) != pytest.approx(reference, rel=1e-3)
+
 
 def test_noise_cli_prints_a_table_per_split(tmp_path, capsys):
     from finer_samples import write_dataset

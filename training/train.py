@@ -37,6 +37,7 @@ class TrainArgs:
     label_all_subtokens: bool = field(default=False, metadata={"help": "label every sub-token of a word (default: the first only)"})
     number_shapes: bool = field(default=False, metadata={"help": "read each number as one shape token ([X.XX], else [NUM]) added to the tokenizer; recorded in finer.json, so serving does the same"})
     augment_copies: int = field(default=0, metadata={"help": "add this many copies of each tagged training sentence with entity numbers replaced by other values of their type and benchmark names (LIBOR, SOFR, ...) swapped"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "share of each label's probability spread over the other labels (the Trainer's label_smoothing_factor), for labels filers apply unevenly; measured in RESULTS.md, not in a recipe"})
     numeric_o_weight: float = field(default=1.0, metadata={"help": "loss weight of an 'O' label on a number (filers leave numbers untagged; < 1 trusts those O labels less)"})
     finer_sample: str = field(default="", metadata={"help": "FiNER-139 question-batch file of partially labelled sentences (filings/finer_sample.py): its train part joins training, its validation part validation, its dev part (never trained on) is scored beside the test split"})
     finer_sample_copies: int = field(default=1, metadata={"help": "times the sample's train part is repeated in training (oversampling FiNER-era conventions)"})
@@ -292,6 +293,7 @@ def run(a: TrainArgs, score=None) -> int:
         per_device_eval_batch_size=a.eval_batch_size,
         weight_decay=a.weight_decay,
         warmup_ratio=a.warmup_ratio,
+        label_smoothing_factor=a.label_smoothing,
         eval_strategy="steps",
         save_strategy="steps",
         eval_steps=eval_steps,

@@ -46,7 +46,8 @@ class WeightedLossTrainer(Trainer):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         losses = F.cross_entropy(outputs.logits.flatten(0, 1).float(), labels.flatten(),
-                                 ignore_index=IGNORE, reduction="none")
+                                 ignore_index=IGNORE, reduction="none",
+                                 label_smoothing=self.args.label_smoothing_factor)
         w = (labels.flatten() != IGNORE).to(losses.dtype)
         if weights is not None:
             w = w * weights.flatten()
